@@ -1,0 +1,26 @@
+# One virtual environment for everything: `make test` creates it on a fresh clone.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= $(abspath ../shared/data)
+export KDCOMPRESS_DATA_DIR ?= $(DATA_DIR)
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: venv test demo clean
+
+$(BIN)/kdcompress: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	# torch first, pinned: an unpinned resolve would fetch a multi-GB CUDA build.
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[offline,dev]'
+	touch $@
+
+venv: $(BIN)/kdcompress
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV)

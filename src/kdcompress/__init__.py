@@ -1,0 +1,26 @@
+"""kdcompress: knowledge distillation, ONNX export and CPU benchmarks for multilingual encoders.
+
+The public API mirrors the CLI: `distill`, `import_teacher`, `export_onnx`, `bench`.
+They are imported lazily so that `import kdcompress` (and `kdcompress --help`) stays fast.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_API = {
+    "distill": "kdcompress.compress.distill",
+    "DistillConfig": "kdcompress.compress.config",
+    "import_teacher": "kdcompress.teachers",
+    "export_onnx": "kdcompress.compress.export",
+    "bench": "kdcompress.bench.run",
+    "KDCompressError": "kdcompress.errors",
+}
+
+__all__ = list(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'kdcompress' has no attribute {name!r}")

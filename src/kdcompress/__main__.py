@@ -1,0 +1,5 @@
+"""`python -m kdcompress ...` (and `accelerate launch -m kdcompress distill ...`)."""
+
+from kdcompress.cli import app
+
+app()
