@@ -41,11 +41,12 @@ def make_tiny_bert(out: Path, vocab_dir: Path, *, layers: int = 4, hidden: int =
     Random weights: fine for checking mechanics, never for accuracy claims.
     """
     import torch
-    from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertTokenizerFast
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForSequenceClassification
 
     torch.manual_seed(seed)
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_dir / "vocab.txt"), do_lower_case=False)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+    # from_pretrained, not BertTokenizerFast(vocab_file=...): transformers 5 ignores that keyword.
+    tokenizer = AutoTokenizer.from_pretrained(vocab_dir)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=128)
     if labels:
         config.num_labels = len(labels)

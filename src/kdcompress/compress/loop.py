@@ -1,0 +1,219 @@
+"""The one training loop every recipe shares, on Hugging Face Accelerate.
+
+A recipe hands over the modules to train, a way to turn example indices into a batch, and a
+loss function; the loop owns everything else: device placement, mixed precision, gradient
+accumulation, AdamW with linear warm-up, progress, checkpoints and resumption. The same code
+runs on a CPU, a GPU or many (`accelerate launch -m kdcompress distill ...`).
+
+Determinism: the data order of epoch e is a permutation seeded by (seed, e), and the global
+RNG is reseeded at every optimizer step from (seed, step). A run resumed from a checkpoint
+therefore sees exactly the batches and dropout masks an uninterrupted run would have seen,
+without having to save and restore RNG states.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from transformers import get_linear_schedule_with_warmup
+
+from kdcompress.errors import KDCompressError
+
+Batch = dict[str, torch.Tensor]
+# compute_loss(batch, modules) gets the prepared (possibly DDP-wrapped) trainable modules by name.
+LossFn = Callable[[Batch, dict[str, torch.nn.Module]], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class LoopSettings:
+    stage: str
+    lr: float
+    epochs: float
+    batch_size: int
+    seed: int
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_steps: int | None = None
+    grad_accum: int = 1
+    save_every: int = 50
+    mixed_precision: str = "auto"
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    examples: int
+    wall_seconds: float
+    history: list[dict]
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"  # CPU autocast to bf16 is slower than fp32 on CPUs without AMX
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step) % (2**31)
+
+
+class _Checkpoint:
+    """Model weights as safetensors, optimizer/scheduler state loaded with weights_only=True, progress as JSON."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.latest = directory / "latest"
+
+    def save(self, modules: dict[str, torch.nn.Module], optimizer, scheduler, progress: dict) -> None:
+        tmp = self.directory / ".saving"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, module in modules.items():
+            state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            save_file(_untie(state), str(tmp / f"{name}.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+        (tmp / "progress.json").write_text(json.dumps(progress))
+        shutil.rmtree(self.latest, ignore_errors=True)
+        os.replace(tmp, self.latest)
+
+    def exists(self) -> bool:
+        return (self.latest / "progress.json").is_file()
+
+    def load(self, modules: dict[str, torch.nn.Module], optimizer, scheduler) -> dict:
+        try:
+            progress = json.loads((self.latest / "progress.json").read_text())
+            for name, module in modules.items():
+                module.load_state_dict(load_file(str(self.latest / f"{name}.safetensors")), strict=False)
+            state = torch.load(self.latest / "optimizer.pt", map_location="cpu", weights_only=True)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except Exception as exc:
+            raise KDCompressError(
+                f"checkpoint {self.latest} is corrupt or incomplete ({type(exc).__name__}); "
+                "delete it to restart this stage, or rerun without --resume"
+            ) from None
+        return progress
+
+
+def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share storage (tied embeddings); store a copy of each repeat."""
+    seen: set[int] = set()
+    out = {}
+    for key, value in state.items():
+        ptr = value.data_ptr()
+        out[key] = value.clone() if ptr in seen else value
+        seen.add(ptr)
+    return out
+
+
+def _progress_bar(disable: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} ex/s"),
+        TimeElapsedColumn(), TimeRemainingColumn(), disable=disable,
+    )
+
+
+def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size: int,
+                 make_batch: Callable[[list[int]], Batch], compute_loss: LossFn, checkpoint_dir: Path,
+                 resume: bool, extra_modules: dict[str, torch.nn.Module] | None = None,
+                 frozen_modules: list[torch.nn.Module] = ()) -> LoopResult:
+    """Train `model` (and `extra_modules`, e.g. learned projections) to minimise `compute_loss`.
+
+    `frozen_modules` (teachers) are moved to the training device and kept in eval mode.
+    """
+    accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum,
+                              mixed_precision=resolve_mixed_precision(settings.mixed_precision),
+                              cpu=not torch.cuda.is_available())
+    set_seed(settings.seed)
+    trainables = {"model": model, **(extra_modules or {})}
+    no_decay = lambda name: name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name  # noqa: E731
+    named = [(n, p) for module in trainables.values() for n, p in module.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for n, p in named if not no_decay(n)], "weight_decay": settings.weight_decay},
+         {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0}],
+        lr=settings.lr,
+    )
+    batches_per_epoch = math.ceil(dataset_size / settings.batch_size / accelerator.num_processes)
+    total_steps = max(1, math.ceil(settings.epochs * batches_per_epoch / settings.grad_accum))
+    if settings.max_steps:
+        total_steps = min(total_steps, settings.max_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+    for frozen in frozen_modules:
+        frozen.to(accelerator.device).eval().requires_grad_(False)
+
+    checkpoint = _Checkpoint(checkpoint_dir)
+    step, micro_step, history, examples_seen = 0, 0, [], 0
+    if resume and checkpoint.exists():
+        progress = checkpoint.load(trainables, optimizer, scheduler)
+        step, micro_step = progress["step"], progress["micro_step"]
+        history, examples_seen = progress["history"], progress["examples"]
+        accelerator.print(f"[{settings.stage}] resumed at step {step}/{total_steps}")
+    prepared = accelerator.prepare(*trainables.values(), optimizer, scheduler)
+    prepared_modules, optimizer, scheduler = prepared[:-2], prepared[-2], prepared[-1]
+    for module in prepared_modules:
+        module.train()
+    modules_by_name = dict(zip(trainables, prepared_modules))
+
+    started = time.perf_counter()
+    with _progress_bar(disable=not accelerator.is_main_process) as bar:
+        task = bar.add_task(settings.stage, total=total_steps, completed=step, loss=float("nan"), rate=0.0)
+        while step < total_steps:
+            epoch, offset = divmod(micro_step, batches_per_epoch)
+            order = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(settings.seed + epoch)).tolist()
+            loader = DataLoader(order, batch_size=settings.batch_size, collate_fn=make_batch)
+            loader = accelerator.skip_first_batches(accelerator.prepare_data_loader(loader), offset)
+            window_loss, window_examples = 0.0, 0
+            for batch in loader:
+                torch.manual_seed(_step_seed(settings.seed, step))
+                with accelerator.accumulate(*prepared_modules):
+                    with accelerator.autocast():
+                        loss, components = compute_loss(batch, modules_by_name)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_([p for m in prepared_modules for p in m.parameters()], 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                micro_step += 1
+                size = int(next(iter(batch.values())).shape[0])
+                window_loss += float(loss.detach()) / settings.grad_accum
+                window_examples += size
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                examples_seen += window_examples * accelerator.num_processes
+                history.append({"step": step, "loss": round(window_loss, 6),
+                                **{k: round(v, 6) for k, v in components.items()},
+                                "lr": scheduler.get_last_lr()[0]})
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                bar.update(task, completed=step, loss=window_loss, rate=examples_seen / elapsed)
+                window_loss, window_examples = 0.0, 0
+                if accelerator.is_main_process and (step % settings.save_every == 0 or step == total_steps):
+                    unwrapped = {name: accelerator.unwrap_model(m) for name, m in zip(trainables, prepared_modules)}
+                    checkpoint.save(unwrapped, optimizer, scheduler,
+                                    {"step": step, "micro_step": micro_step, "history": history,
+                                     "examples": examples_seen})
+                if step >= total_steps:
+                    break
+    accelerator.wait_for_everyone()
+    return LoopResult(steps=step, examples=examples_seen, wall_seconds=time.perf_counter() - started, history=history)
+
+
+def loop_settings_dict(settings: LoopSettings) -> dict:
+    return asdict(settings)

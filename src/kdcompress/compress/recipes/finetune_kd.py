@@ -1,0 +1,67 @@
+"""KD during fine-tuning: the student learns the source-language task from a fine-tuned teacher.
+
+loss = alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) + (1 - alpha) * CE
+       [+ hidden_weight * hidden-state loss against the layers the student was copied from]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+from transformers import PreTrainedModel
+
+from kdcompress.compress import losses
+from kdcompress.compress.batching import TextBatcher, model_inputs
+from kdcompress.compress.loop import LoopResult, LoopSettings, run_training
+from kdcompress.compress.projection import HiddenProjection, paired_hidden_states
+
+
+@torch.inference_mode()
+def cache_teacher_logits(teacher: PreTrainedModel, batcher: TextBatcher, batch_size: int) -> torch.Tensor:
+    """Teacher logits for every training example, computed once: the teacher is frozen and the
+    inputs do not change between epochs, so recomputing them each epoch would be wasted work."""
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    out = []
+    with Progress(transient=True) as bar:
+        task = bar.add_task("teacher logits", total=len(batcher))
+        for start in range(0, len(batcher), batch_size):
+            batch = batcher(list(range(start, min(start + batch_size, len(batcher)))))
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out.append(teacher(**model_inputs(batch, student=False)).logits.float().cpu())
+            bar.advance(task, len(batch["index"]))
+    return torch.cat(out)
+
+
+def finetune_kd(*, student: PreTrainedModel, teacher: PreTrainedModel, batcher: TextBatcher, settings: LoopSettings,
+                checkpoint_dir: Path, resume: bool, temperature: float, alpha: float, hidden_weight: float = 0.0,
+                hidden_loss: str = "cosine", layer_map: tuple[int, ...] = (), id_map=None) -> LoopResult:
+    use_hidden = hidden_weight > 0
+    projection = HiddenProjection(student.config.hidden_size, teacher.config.hidden_size)
+    extra = {"projection": projection} if use_hidden and not projection.is_identity else {}
+    cached = None if use_hidden or settings.epochs <= 1 else cache_teacher_logits(teacher, batcher, settings.batch_size)
+
+    def compute_loss(batch, modules):
+        student_out = modules["model"](**model_inputs(batch, student=True, id_map=id_map), output_hidden_states=use_hidden)
+        if cached is not None:
+            teacher_logits, teacher_hidden = cached.to(student_out.logits.device)[batch["index"]], None
+        else:
+            with torch.no_grad():
+                teacher_out = teacher(**model_inputs(batch, student=False), output_hidden_states=use_hidden)
+            teacher_logits, teacher_hidden = teacher_out.logits, teacher_out.hidden_states
+        kd = losses.logit_kd_loss(student_out.logits, teacher_logits, batch["labels"], temperature=temperature, alpha=alpha)
+        parts = {"kd_ce": float(kd.detach())}
+        loss = kd
+        if use_hidden:
+            s, t = paired_hidden_states(student_out.hidden_states, teacher_hidden, layer_map,
+                                        modules.get("projection", projection))
+            hidden = losses.hidden_state_loss(s, t, batch["attention_mask"], kind=hidden_loss)
+            loss = loss + hidden_weight * hidden
+            parts["hidden"] = float(hidden.detach())
+        return loss, parts
+
+    return run_training(settings=settings, model=student, dataset_size=len(batcher), make_batch=batcher,
+                        compute_loss=compute_loss, checkpoint_dir=checkpoint_dir, resume=resume,
+                        extra_modules=extra, frozen_modules=[teacher])

@@ -1,0 +1,85 @@
+"""Unlabeled multilingual text for KD during pretraining.
+
+Sources (any mix, given as strings so they fit a command line or a config file):
+- "task": the text of the task's train and dev splits in the chosen languages (labels dropped;
+  the test split is never read);
+- a path to a text file (one sentence a line) or a folder of *.txt files;
+- "hub:DATASET[:CONFIG[:SPLIT]]": a hub dataset with a "text" column, streamed (e.g.
+  "hub:wikimedia/wikipedia:20231101.de"), for users who have the hub.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from kdcompress.data.tasks import Task
+from kdcompress.errors import KDCompressError
+
+
+def _task_text(task: Task, langs: list[str], data_dir) -> list[str]:
+    texts = []
+    for lang in langs:
+        for split in ("train", "dev"):
+            try:
+                examples = task.load(split, lang, data_dir=data_dir)
+            except KDCompressError:
+                continue  # e.g. XNLI has local training data for English only
+            for ex in examples:
+                texts.append(ex.text)
+                if ex.text_pair:
+                    texts.append(ex.text_pair)
+    return texts
+
+
+def _file_text(path: Path) -> list[str]:
+    files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+    if not files:
+        raise KDCompressError(f"corpus folder {path} holds no .txt files; give files with one sentence a line")
+    lines = []
+    for file in files:
+        try:
+            lines.extend(line.strip() for line in file.read_text(encoding="utf-8").splitlines())
+        except UnicodeDecodeError:
+            raise KDCompressError(f"corpus file {file} is not UTF-8 text; convert it or leave it out") from None
+    return [line for line in lines if line]
+
+
+def _hub_text(spec: str, limit: int) -> list[str]:
+    parts = spec.split(":")[1:]
+    name, config, split = (parts + [None, "train"])[:3] if len(parts) < 3 else parts[:3]
+    try:
+        from datasets import load_dataset
+
+        rows = load_dataset(name, config, split=split or "train", streaming=True)
+        texts = []
+        for row in rows:
+            texts.extend(line.strip() for line in str(row["text"]).split("\n") if line.strip())
+            if len(texts) >= limit:
+                break
+        return texts[:limit]
+    except Exception as exc:
+        raise KDCompressError(
+            f"could not stream corpus {spec!r} from the hub ({type(exc).__name__}); use local text files or 'task'"
+        ) from None
+
+
+def load_corpus(specs: list[str], *, task: Task, langs: list[str], data_dir=None, max_sentences: int = 20000,
+                seed: int = 0) -> list[str]:
+    """Deduplicated, shuffled (deterministically by `seed`) unlabeled sentences, at most `max_sentences`."""
+    texts: list[str] = []
+    for spec in specs:
+        if spec == "task":
+            texts.extend(_task_text(task, langs, data_dir))
+        elif spec.startswith("hub:"):
+            texts.extend(_hub_text(spec, max_sentences))
+        else:
+            path = Path(spec).expanduser()
+            if not path.exists():
+                raise KDCompressError(f"corpus {spec!r} is neither 'task', 'hub:NAME', nor an existing file or folder")
+            texts.extend(_file_text(path))
+    unique = list(dict.fromkeys(t for t in texts if t.strip()))
+    if not unique:
+        raise KDCompressError("the pretraining corpus is empty; pass --corpus with text files or 'task'")
+    random.Random(seed).shuffle(unique)
+    return unique[:max_sentences]
