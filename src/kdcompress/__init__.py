@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 _API = {
     "distill": "kdcompress.compress.distill",
+    "finetune_teacher": "kdcompress.compress.distill",
     "DistillConfig": "kdcompress.compress.config",
     "import_teacher": "kdcompress.teachers",
     "export_onnx": "kdcompress.compress.export",

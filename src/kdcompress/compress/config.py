@@ -45,6 +45,7 @@ class DistillConfig:
     eval_limit: int | None = None  # dev examples per language for the closing evaluation (None: all)
 
     # Teacher fine-tuning (when the teacher is not yet fine-tuned on the task)
+    finetuned_teacher: str | None = None  # a classifier already fine-tuned on the task, used for KD in fine-tuning
     teacher_epochs: float = 3.0
     teacher_lr: float = 3e-5
 

@@ -51,10 +51,21 @@ _RUN_CONTROL = ("resume", "overwrite")
 def distill(config: DistillConfig | None = None, **settings) -> Path:
     """Distill a student; returns the output model directory. Keyword settings override `config`."""
     quiet_libraries()
-    cfg = dataclasses.replace(config or DistillConfig(), **settings) if settings else (config or DistillConfig())
+    return _Run(_make_config(config, settings)).execute()
+
+
+def finetune_teacher(config: DistillConfig | None = None, **settings) -> Path:
+    """Fine-tune the teacher on the source language (once), to share it across many `distill` runs
+    through `finetuned_teacher=`; returns the output model directory."""
+    quiet_libraries()
+    return _Run(_make_config(config, settings)).execute_teacher_only()
+
+
+def _make_config(config: DistillConfig | None, settings: dict) -> DistillConfig:
+    cfg = dataclasses.replace(config or DistillConfig(), **settings)
     if isinstance(cfg.target_langs, str):
         cfg.target_langs = parse_lang_list(cfg.target_langs)
-    return _Run(cfg.validate()).execute()
+    return cfg.validate()
 
 
 class _Run:
@@ -139,33 +150,59 @@ class _Run:
         return self._corpus_cache
 
     # --- the pipeline ---------------------------------------------------------------------
-    def execute(self) -> Path:
+    def _setup(self, *, need_student: bool = True) -> bool:
+        """Load and check everything a stage needs before any work starts; returns whether the teacher is fine-tuned."""
         cfg = self.cfg
-        started = time.perf_counter()
-        teacher_config = teachers.load_teacher_config(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
+        self.teacher_config = teacher_config = teachers.load_teacher_config(
+            cfg.teacher, trust_remote_code=cfg.trust_remote_code)
         teacher_is_finetuned = teachers.is_finetuned_for(teacher_config, self.task)
         self.train_examples = self.task.load("train", self.source, data_dir=self.data_dir)
         self.tokenizer = teachers.load_tokenizer(cfg.teacher)
-        self.keep_ids = self._kept_token_ids() if cfg.trim_vocab else None
+        self.keep_ids = self._kept_token_ids() if cfg.trim_vocab and need_student else None
         self.student_tokenizer = trim_tokenizer(self.tokenizer, self.keep_ids) if self.keep_ids else self.tokenizer
         self.id_map = (token_id_map(teacher_config.vocab_size, self.keep_ids, self.student_tokenizer.unk_token_id)
                        if self.keep_ids else None)
         self.plan = plan_student(teacher_config, layers=cfg.student_layers, hidden=cfg.student_hidden,
                                  selection=cfg.layer_selection,
-                                 vocab_size=len(self.keep_ids) if self.keep_ids else None)
+                                 vocab_size=len(self.keep_ids) if self.keep_ids else None) if need_student else None
         self._prepare_work_dir()
         self.record.update(teacher={"name": cfg.teacher, "model_type": teacher_config.model_type,
                                     "layers": teacher_config.num_hidden_layers, "hidden": teacher_config.hidden_size,
                                     "vocab_size": teacher_config.vocab_size, "given_finetuned": teacher_is_finetuned},
                            data={"train": {"lang": self.source, "examples": len(self.train_examples),
                                            "fingerprint": fingerprint(self.train_examples)}})
+        return teacher_is_finetuned
+
+    def _given_finetuned_teacher(self, teacher_is_finetuned: bool) -> str | None:
+        """A teacher already fine-tuned on the task: --finetuned-teacher, or --teacher itself when it is one."""
+        cfg = self.cfg
+        if cfg.finetuned_teacher:
+            config = teachers.load_teacher_config(cfg.finetuned_teacher, trust_remote_code=cfg.trust_remote_code)
+            if not teachers.is_finetuned_for(config, self.task):
+                raise KDCompressError(
+                    f"--finetuned-teacher {cfg.finetuned_teacher} is not a sequence classifier for {self.task.name}; "
+                    "pass a directory made by `kdcompress finetune-teacher` or leave the option out"
+                )
+            if config.vocab_size != self.teacher_config.vocab_size:
+                raise KDCompressError(
+                    "--finetuned-teacher has another vocabulary than --teacher; both must share one tokenizer"
+                )
+            return cfg.finetuned_teacher
+        return cfg.teacher if teacher_is_finetuned else None
+
+    def execute(self) -> Path:
+        cfg = self.cfg
+        started = time.perf_counter()
+        teacher_is_finetuned = self._setup()
+        given_finetuned = self._given_finetuned_teacher(teacher_is_finetuned)
 
         general_dir = None
         if cfg.strategy in ("pretrain", "both"):
             general_dir = self._stage("pretrain_kd", self._pretrain_kd)
-        finetuned_teacher_dir = None
+        finetuned_teacher_dir = made_teacher = None
         if cfg.strategy in ("finetune", "both"):
-            finetuned_teacher_dir = cfg.teacher if teacher_is_finetuned else self._stage("teacher", self._finetune_teacher)
+            finetuned_teacher_dir = given_finetuned or self._stage("teacher", self._finetune_teacher)
+            made_teacher = None if given_finetuned else finetuned_teacher_dir
         if cfg.strategy == "none":
             final = self._stage("student", lambda ckpt: self._finetune_student(ckpt, init_dir=None))
         elif cfg.strategy == "pretrain":
@@ -173,7 +210,16 @@ class _Run:
         else:
             final = self._stage("student", lambda ckpt: self._kd_student(ckpt, finetuned_teacher_dir, general_dir))
 
-        self._publish(final, finetuned_teacher_dir if not teacher_is_finetuned else None, started)
+        self.record["finetuned_teacher"] = str(finetuned_teacher_dir) if given_finetuned else None
+        self._publish(final, made_teacher, started)
+        return self.out
+
+    def execute_teacher_only(self) -> Path:
+        started = time.perf_counter()
+        if self._setup(need_student=False):
+            raise KDCompressError(f"teacher {self.cfg.teacher} is already fine-tuned on {self.task.name}; use it as it is")
+        self.record["role"] = "fine-tuned teacher"
+        self._publish(self._stage("teacher", self._finetune_teacher), None, started, student=False)
         return self.out
 
     def _kept_token_ids(self) -> list[int]:
@@ -256,7 +302,7 @@ class _Run:
         return student, self.student_tokenizer, result, settings
 
     # --- output ---------------------------------------------------------------------------
-    def _publish(self, final_stage: Path, teacher_stage: Path | None, started: float) -> None:
+    def _publish(self, final_stage: Path, teacher_stage: Path | None, started: float, *, student: bool = True) -> None:
         """Assemble the output directory inside the work folder, then rename it into place at once."""
         if not self.state.is_main_process:
             return
@@ -273,8 +319,8 @@ class _Run:
             config=cfg.to_dict(),
             task={"name": self.task.name, "labels": list(self.task.labels), "source_lang": self.source,
                   "target_langs": self.targets},
-            student={**self.plan.to_dict(), "parameters": n_params,
-                     "vocab_trimmed": self.keep_ids is not None},
+            parameters=n_params,
+            student={**self.plan.to_dict(), "vocab_trimmed": self.keep_ids is not None} if student else None,
             wall_seconds=round(time.perf_counter() - started, 2),
             versions=_versions(),
         )
@@ -283,7 +329,7 @@ class _Run:
             shutil.rmtree(self.out)
         os.replace(assembled, self.out)
         shutil.rmtree(self.work)
-        console.print(f"[green]student written to {self.out}[/] ({n_params / 1e6:.1f}M parameters, "
+        console.print(f"[green]{'student' if student else 'fine-tuned teacher'} written to {self.out}[/] ({n_params / 1e6:.1f}M parameters, "
                       f"{self.record['wall_seconds']:.0f} s)")
 
 
