@@ -22,5 +22,9 @@ venv: $(BIN)/kdcompress
 test: venv
 	$(BIN)/python -m pytest -q
 
+# The main job end to end on the real teacher and data, offline (about 20 minutes on 2 cores).
+demo: venv
+	$(BIN)/kdcompress experiment --config configs/quickstart.toml
+
 clean:
 	rm -rf $(VENV)

@@ -15,6 +15,7 @@ _API = {
     "import_teacher": "kdcompress.teachers",
     "export_onnx": "kdcompress.compress.export",
     "bench": "kdcompress.bench.run",
+    "run_experiment": "kdcompress.experiment",
     "KDCompressError": "kdcompress.errors",
 }
 

