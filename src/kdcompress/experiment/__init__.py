@@ -1,0 +1,8 @@
+"""`experiment`: the paper's question on your own teacher, task and languages, answered in one report.
+
+Teacher -> fine-tuned teacher -> one student per strategy and seed -> int8 ONNX -> bench -> summary.
+"""
+
+from kdcompress.experiment.run import run_experiment
+
+__all__ = ["run_experiment"]

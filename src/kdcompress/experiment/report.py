@@ -1,0 +1,155 @@
+"""The experiment report: experiment.json, experiment.md and two plots, written atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from pathlib import Path
+
+from kdcompress.io import atomic_output_dir, write_json_atomic
+
+GROUP_ORDER = ("teacher", "none", "finetune", "pretrain", "both")
+GROUP_LABEL = {"teacher": "teacher (fine-tuned)", "none": "student, no KD", "finetune": "student, KD in fine-tuning",
+               "pretrain": "student, KD in pretraining", "both": "student, KD in both"}
+
+
+def _pct(stat: dict | None) -> str:
+    if not stat:
+        return "–"
+    spread = f" ± {100 * stat['std']:.1f}" if len(stat.get("values", [])) > 1 else ""
+    return f"{100 * stat['mean']:.1f}{spread}"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _ordered(summary: dict, form: str) -> list[dict]:
+    rows = [v for v in summary.values() if v["form"] == form]
+    return sorted(rows, key=lambda r: GROUP_ORDER.index(r["group"]) if r["group"] in GROUP_ORDER else 99)
+
+
+def render_markdown(*, cfg, summary: dict, claims: list[dict], bench: dict, targets: list[str], source: str,
+                    timings: dict, wall_seconds: float, command: str) -> str:
+    fp32 = _ordered(summary, "pytorch")
+    int8 = {r["group"]: r for r in _ordered(summary, "int8")}
+    head = bench["settings"]["headline"]
+    cell = head.get("label") or f"batch {head.get('batch_size')} x {head.get('seq_len')}"
+    machine = bench.get("machine", {})
+    lines = [
+        f"# Experiment: {cfg.task}, {source} -> {len(targets)} zero-shot languages",
+        "",
+        f"Teacher: `{cfg.teacher}`. Strategies: {', '.join(cfg.strategies)}. Seeds: {', '.join(map(str, cfg.seeds))}. "
+        f"Student: {cfg.distill.get('student_layers', 6)} layers"
+        + (f", hidden {cfg.distill['student_hidden']}" if cfg.distill.get("student_hidden") else "") + ".",
+        f"Accuracy on the `{bench['settings']['split']}` split"
+        + (f" (at most {bench['settings']['limit']} per language)" if bench["settings"].get("limit") else "")
+        + "; mean ± standard deviation over seeds. Latency: median ms at "
+        f"{cell}, {bench['settings']['threads']} threads, on {machine.get('cpu_model', 'this CPU')}.",
+        "",
+        "## Summary",
+        "",
+        "| model | source acc | target avg | fp32 latency (ms) | int8 latency (ms) | int8 target avg |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in fp32:
+        q = int8.get(row["group"])
+        lines.append(f"| {GROUP_LABEL.get(row['group'], row['group'])} | {_pct(row['source'])} | "
+                     f"{_pct(row['target_average'])} | {_ms(row['latency_median_ms'])} | "
+                     f"{_ms(q['latency_median_ms']) if q else '–'} | {_pct(q['target_average']) if q else '–'} |")
+    lines += ["", "## The paper's claims, on these numbers", ""]
+    for claim in claims:
+        lines.append(f"- **{claim['claim']}**: {claim['verdict']}.")
+        ev = claim["evidence"]
+        if ev:
+            lines.append(f"  Target-average difference {100 * ev['target_diff']:+.1f} points "
+                         f"(seed spread {100 * ev['spread']:.1f}); better in {ev['seeds_agreeing']}/{ev['seeds']} seeds "
+                         f"and in {ev['languages_better']}/{ev['languages']} target languages; "
+                         f"source-language difference {100 * ev['source_diff']:+.1f} points.")
+    lines += ["", "## Per language (accuracy %, mean ± std over seeds)", "",
+              "| language | " + " | ".join(GROUP_LABEL.get(r["group"], r["group"]) for r in fp32) + " |",
+              "|---|" + "---|" * len(fp32)]
+    for lang in [source, *targets]:
+        marker = " (source)" if lang == source else ""
+        lines.append(f"| {lang}{marker} | " + " | ".join(_pct(r["per_language"].get(lang)) for r in fp32) + " |")
+    lines += ["", "![per-language accuracy](accuracy_per_language.png)", "",
+              "![latency against target accuracy](latency_vs_accuracy.png)", "",
+              "## Reproduce", "", "```", command, "```", "",
+              f"Wall time of this invocation: {wall_seconds / 60:.1f} min. Steps run: "
+              + (", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()) or "none (all reused)") + ".",
+              "Full latency grid, memory and machine facts: `../bench/bench.md`.", ""]
+    return "\n".join(lines)
+
+
+def _plots(folder: Path, summary: dict, source: str, targets: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = _ordered(summary, "pytorch")
+    langs = [source, *targets]
+    fig, ax = plt.subplots(figsize=(max(8, 0.42 * len(langs) * max(1, len(rows)) / 2.5), 4.5))
+    width = 0.8 / len(rows)
+    x = np.arange(len(langs))
+    for i, row in enumerate(rows):
+        means = [100 * row["per_language"][lang]["mean"] for lang in langs]
+        stds = [100 * row["per_language"][lang]["std"] for lang in langs]
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=stds, capsize=1.5,
+               label=GROUP_LABEL.get(row["group"], row["group"]))
+    ax.set_xticks(x, langs, rotation=90)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Per-language accuracy (source first), mean ± std over seeds")
+    ax.legend(fontsize=8, ncol=min(len(rows), 3))
+    fig.tight_layout()
+    fig.savefig(folder / "accuracy_per_language.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for row in summary.values():
+        if row["latency_median_ms"] is None:
+            continue
+        marker = "o" if row["form"] == "pytorch" else "s"
+        label = f"{GROUP_LABEL.get(row['group'], row['group'])} ({'fp32' if row['form'] == 'pytorch' else 'int8'})"
+        ax.errorbar(row["latency_median_ms"], 100 * row["target_average"]["mean"],
+                    yerr=100 * row["target_average"]["std"], fmt=marker, capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("median latency (ms, log scale)")
+    ax.set_ylabel("target-language average accuracy (%)")
+    ax.set_title("Speed against zero-shot accuracy")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "latency_vs_accuracy.png", dpi=120)
+    plt.close(fig)
+
+
+def print_summary(summary: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title="kdcompress experiment: accuracy (%) and median latency (ms)")
+    for column in ("model", "form", "seeds", "source", "target avg", "latency"):
+        table.add_column(column, justify="left" if column in ("model", "form") else "right")
+    for form in ("pytorch", "int8"):
+        for row in _ordered(summary, form):
+            table.add_row(GROUP_LABEL.get(row["group"], row["group"]), "fp32" if form == "pytorch" else "int8",
+                          str(len(row["seeds"])), _pct(row["source"]), _pct(row["target_average"]),
+                          _ms(row["latency_median_ms"]))
+    console.print(table)
+
+
+def write_experiment_report(folder: Path, *, cfg, summary: dict, claims: list[dict], bench: dict, targets: list[str],
+                            source: str, timings: dict, wall_seconds: float) -> Path:
+    """Write the report; it is derived from the experiment's own outputs, so a rerun replaces it."""
+    command = f"kdcompress experiment --config {shlex.quote(getattr(cfg, 'config_path', None) or 'CONFIG.toml')}"
+    with atomic_output_dir(folder, overwrite=True) as tmp:
+        write_json_atomic(tmp / "experiment.json", {
+            "config": dataclasses.asdict(cfg), "source_lang": source, "target_langs": targets,
+            "summary": summary, "claims": claims, "step_seconds": timings, "wall_seconds": round(wall_seconds, 1),
+            "bench": str(Path(cfg.out) / "bench" / "bench.json"),
+        })
+        (tmp / "experiment.md").write_text(render_markdown(
+            cfg=cfg, summary=summary, claims=claims, bench=bench, targets=targets, source=source, timings=timings,
+            wall_seconds=wall_seconds, command=command), encoding="utf-8")
+        _plots(tmp, summary, source, targets)
+    return folder

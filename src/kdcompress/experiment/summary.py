@@ -1,0 +1,114 @@
+"""Aggregate bench results over seeds and read the paper's three claims off the numbers.
+
+Pure functions on plain dicts (bench.json payloads), so the verdict logic is testable by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import mean, stdev
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a benchmarked model is: a strategy's student (or the teacher), a seed, a form."""
+
+    name: str  # the bench name
+    group: str  # "teacher" or a strategy
+    seed: int | None
+    form: str  # "pytorch" or "int8"
+
+
+def _spread(values: list[float]) -> float:
+    return stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(refs: list[ModelRef], accuracy: dict[str, dict], headline: dict[str, dict], *,
+              source_lang: str) -> dict[str, dict]:
+    """{group/form: {"seeds", "source", "target_average", "per_language": {lang: {mean, std}}, "latency_ms"}}."""
+    groups: dict[str, list[ModelRef]] = {}
+    for ref in refs:
+        groups.setdefault(f"{ref.group}/{ref.form}", []).append(ref)
+    summary = {}
+    for key, members in groups.items():
+        members = sorted(members, key=lambda r: (r.seed is None, r.seed))
+        results = [accuracy[m.name] for m in members]
+        langs = list(results[0]["per_language"])
+        per_language = {}
+        for lang in langs:
+            values = [r["per_language"][lang]["accuracy"] for r in results]
+            per_language[lang] = {"mean": mean(values), "std": _spread(values), "values": values}
+        sources = [r["source"] for r in results]
+        targets = [r["target_average"] for r in results]
+        latencies = [headline[m.name] for m in members if m.name in headline]
+        summary[key] = {
+            "group": members[0].group, "form": members[0].form, "seeds": [m.seed for m in members],
+            "source_lang": source_lang,
+            "models": [m.name for m in members],
+            "source": {"mean": mean(sources), "std": _spread(sources), "values": sources},
+            "target_average": {"mean": mean(targets), "std": _spread(targets), "values": targets},
+            "per_language": per_language,
+            "latency_median_ms": latencies[0]["median_ms"] if latencies else None,
+            "latency_p90_ms": latencies[0]["p90_ms"] if latencies else None,
+        }
+    return summary
+
+
+def _compare(summary: dict, better: str, worse: str) -> dict | None:
+    a, b = summary.get(f"{better}/pytorch"), summary.get(f"{worse}/pytorch")
+    if not a or not b:
+        return None
+    paired = [(x - y) for x, y, sa, sb in zip(a["target_average"]["values"], b["target_average"]["values"],
+                                              a["seeds"], b["seeds"]) if sa == sb]
+    diff = a["target_average"]["mean"] - b["target_average"]["mean"]
+    spread = math.sqrt(a["target_average"]["std"] ** 2 + b["target_average"]["std"] ** 2)
+    langs = a["per_language"].keys() - {a["source_lang"]}
+    lang_wins = sum(a["per_language"][lang]["mean"] > b["per_language"][lang]["mean"] for lang in langs)
+    return {"target_diff": diff, "spread": spread, "paired_diffs": paired,
+            "seeds_agreeing": sum(d > 0 for d in paired), "seeds": len(paired),
+            "source_diff": a["source"]["mean"] - b["source"]["mean"],
+            "languages_better": lang_wins, "languages": len(langs)}
+
+
+def _verdict(comparison: dict) -> str:
+    """supported / contradicted when every seed agrees on the sign; otherwise inconclusive."""
+    n, up = comparison["seeds"], comparison["seeds_agreeing"]
+    if n == 0:
+        return "inconclusive"
+    note = " (one seed: indicative only)" if n == 1 else ""
+    if up == n and comparison["target_diff"] > 0:
+        return "supported" + note
+    if up == 0 and comparison["target_diff"] < 0:
+        return "contradicted" + note
+    return "inconclusive: the seeds disagree"
+
+
+def assess_claims(summary: dict, *, teachers: int = 1) -> list[dict]:
+    """The paper's three claims (Soltan, Khan and Hamza, 2021), each with testability, verdict and evidence."""
+    claims = []
+    c1 = _compare(summary, "pretrain", "finetune")
+    claims.append({
+        "claim": "KD during pretraining beats KD during fine-tuning for zero-shot transfer",
+        "testable": c1 is not None,
+        "verdict": _verdict(c1) if c1 else "not tested: needs the pretrain and finetune strategies",
+        "evidence": c1,
+    })
+    c2 = _compare(summary, "none", "finetune")
+    claims.append({
+        "claim": "KD during fine-tuning may hurt zero-shot accuracy (against the same student fine-tuned without KD)",
+        "testable": c2 is not None,
+        "verdict": (("observed" if _verdict(c2).startswith("supported") else
+                     "not observed" if _verdict(c2).startswith("contradicted") else "inconclusive")
+                    + (" (one seed: indicative only)" if c2["seeds"] == 1 else "")) if c2
+        else "not tested: needs the none and finetune strategies",
+        "evidence": c2,
+    })
+    claims.append({
+        "claim": "A larger teacher gives the strongest student",
+        "testable": teachers > 1,
+        "verdict": "not tested: this experiment has one teacher; run it again with a larger --teacher and compare "
+                   "the reports' student rows" if teachers == 1 else "compare the teachers' rows",
+        "evidence": None,
+    })
+    return claims

@@ -1,0 +1,61 @@
+import pytest
+
+from kdcompress.experiment.summary import ModelRef, aggregate, assess_claims
+
+
+def _acc(source, targets):
+    per = {"en": {"accuracy": source}, **{lang: {"accuracy": a} for lang, a in targets.items()}}
+    return {"source": source, "targets": targets, "target_average": sum(targets.values()) / len(targets),
+            "per_language": per}
+
+
+@pytest.fixture
+def results():
+    accuracy = {
+        "teacher": _acc(0.90, {"de": 0.80, "sw": 0.60}),
+        "none-s1": _acc(0.85, {"de": 0.70, "sw": 0.50}), "none-s2": _acc(0.83, {"de": 0.72, "sw": 0.52}),
+        "finetune-s1": _acc(0.88, {"de": 0.66, "sw": 0.46}), "finetune-s2": _acc(0.86, {"de": 0.68, "sw": 0.44}),
+        "pretrain-s1": _acc(0.84, {"de": 0.74, "sw": 0.58}), "pretrain-s2": _acc(0.85, {"de": 0.76, "sw": 0.54}),
+        "pretrain-s1-int8": _acc(0.83, {"de": 0.73, "sw": 0.57}),
+    }
+    refs = [ModelRef("teacher", "teacher", None, "pytorch"), ModelRef("pretrain-s1-int8", "pretrain", 1, "int8")]
+    refs += [ModelRef(f"{g}-s{s}", g, s, "pytorch") for g in ("none", "finetune", "pretrain") for s in (1, 2)]
+    headline = {"teacher": {"median_ms": 20.0, "p90_ms": 22.0}, "pretrain-s1": {"median_ms": 10.0, "p90_ms": 11.0},
+                "pretrain-s1-int8": {"median_ms": 4.0, "p90_ms": 5.0}}
+    return refs, accuracy, headline
+
+
+def test_aggregate_means_and_spreads(results):
+    summary = aggregate(*results, source_lang="en")
+    pre = summary["pretrain/pytorch"]
+    assert pre["seeds"] == [1, 2]
+    assert pre["per_language"]["de"]["mean"] == pytest.approx(0.75)
+    assert pre["per_language"]["de"]["std"] == pytest.approx(0.0141421, rel=1e-4)  # sample std of 0.74, 0.76
+    assert pre["target_average"]["mean"] == pytest.approx((0.66 + 0.65) / 2)
+    assert pre["latency_median_ms"] == 10.0 and summary["pretrain/int8"]["latency_median_ms"] == 4.0
+    assert summary["teacher/pytorch"]["target_average"]["std"] == 0.0
+
+
+def test_claims_from_hand_made_numbers(results):
+    claims = assess_claims(aggregate(*results, source_lang="en"))
+    c1, c2, c3 = claims
+    assert c1["verdict"] == "supported"  # pretrain beats finetune on targets in both seeds
+    assert c1["evidence"]["target_diff"] == pytest.approx((0.66 + 0.65) / 2 - (0.56 + 0.56) / 2)
+    assert c1["evidence"]["languages_better"] == 2 and c1["evidence"]["languages"] == 2
+    assert c2["verdict"] == "observed"  # finetune KD below no-KD on targets in both seeds...
+    assert c2["evidence"]["source_diff"] < 0  # ...while it helps the source language
+    assert not c3["testable"] and "one teacher" in c3["verdict"]
+
+
+def test_disagreeing_seeds_are_inconclusive(results):
+    refs, accuracy, headline = results
+    accuracy["pretrain-s2"] = _acc(0.85, {"de": 0.50, "sw": 0.40})
+    c1 = assess_claims(aggregate(refs, accuracy, headline, source_lang="en"))[0]
+    assert c1["verdict"].startswith("inconclusive")
+
+
+def test_missing_strategies_are_not_tested(results):
+    refs, accuracy, headline = results
+    refs = [r for r in refs if r.group != "none"]
+    c2 = assess_claims(aggregate(refs, accuracy, headline, source_lang="en"))[1]
+    assert not c2["testable"] and c2["verdict"].startswith("not tested")
