@@ -35,6 +35,9 @@ def test_every_strategy_runs_from_the_cli(tmp_path, tiny_teacher_dir, data_dir, 
     assert record["config"]["strategy"] == strategy and record["data"]["train"]["examples"] == 701
     assert (out / "teacher").is_dir() == (strategy in ("finetune", "both"))
     assert not (tmp_path / "student.partial").exists()
+    dev = record["dev_accuracy"]
+    assert set(dev["targets"]) == {"de", "zh"} and 0.0 <= dev["source"] <= 1.0
+    assert dev["per_language"]["de"]["n"] == 99
 
 
 def test_trimmed_narrow_student_loads_with_its_tokenizer(tmp_path, tiny_teacher_dir, data_dir):

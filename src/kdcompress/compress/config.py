@@ -43,6 +43,7 @@ class DistillConfig:
     mixed_precision: str = "auto"  # auto | no | fp16 | bf16
     save_every: int = 50
     freeze_embeddings: bool = False  # fine-tuning stages only: keeps unseen-language token embeddings as pretrained
+    evaluate: bool = True  # closing dev-split accuracy of the student in every language, into distill.json
     eval_limit: int | None = None  # dev examples per language for the closing evaluation (None: all)
 
     # Teacher fine-tuning (when the teacher is not yet fine-tuned on the task)

@@ -312,6 +312,22 @@ class _Run:
         return student, self.student_tokenizer, result, settings
 
     # --- output ---------------------------------------------------------------------------
+    def _dev_accuracy(self, model_dir: Path) -> dict:
+        """Dev-split accuracy per language, with the same runner and preprocessing `bench` uses."""
+        from kdcompress.bench import accuracy as acc
+        from kdcompress.bench.runners import load_runner
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        runner = load_runner(model_dir, device, torch.get_num_threads(), max_length=self.cfg.max_length)
+        mapping = acc.label_mapping(runner.labels, self.task, model_name=str(model_dir))
+        langs = [self.source, *self.targets]
+        examples = {lang: acc.sample_examples(self.task.load("dev", lang, data_dir=self.data_dir), self.cfg.eval_limit)
+                    for lang in langs}
+        result = {"split": "dev", **acc.summarize_languages(acc.evaluate(runner, mapping, examples),
+                                                              self.source, self.targets)}
+        _print_dev_accuracy(result, "student" if self.plan else "teacher")
+        return result
+
     def _publish(self, final_stage: Path, teacher_stage: Path | None, started: float, *, student: bool = True) -> None:
         """Assemble the output directory inside the work folder, then rename it into place at once."""
         if not self.state.is_main_process:
@@ -334,6 +350,8 @@ class _Run:
             wall_seconds=round(time.perf_counter() - started, 2),
             versions=_versions(),
         )
+        if cfg.evaluate:
+            self.record["dev_accuracy"] = self._dev_accuracy(assembled)
         write_json_atomic(assembled / "distill.json", self.record)
         if self.out.exists():  # only with overwrite=True, checked before any work
             shutil.rmtree(self.out)
@@ -341,6 +359,12 @@ class _Run:
         shutil.rmtree(self.work)
         console.print(f"[green]{'student' if student else 'fine-tuned teacher'} written to {self.out}[/] ({n_params / 1e6:.1f}M parameters, "
                       f"{self.record['wall_seconds']:.0f} s)")
+
+
+def _print_dev_accuracy(result: dict, what: str) -> None:
+    targets = result["target_average"]
+    console.print(f"{what} dev accuracy: source {100 * result['source']:.1f}%"
+                  + (f", target average {100 * targets:.1f}% over {len(result['targets'])} languages" if targets else ""))
 
 
 def _versions() -> dict[str, str]:
