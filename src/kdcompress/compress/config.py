@@ -42,7 +42,7 @@ class DistillConfig:
     seed: int = 42
     mixed_precision: str = "auto"  # auto | no | fp16 | bf16
     save_every: int = 50
-    freeze_embeddings: bool = False  # fine-tuning stages only: keeps unseen-language token embeddings as pretrained
+    freeze_embeddings: bool = False  # never train the word embeddings (faster; unseen-language tokens stay as pretrained)
     evaluate: bool = True  # closing dev-split accuracy of the student in every language, into distill.json
     eval_limit: int | None = None  # dev examples per language for the closing evaluation (None: all)
 

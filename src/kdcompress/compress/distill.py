@@ -105,8 +105,8 @@ class _Run:
         self.state.wait_for_everyone()
 
     def _freeze_embeddings_if_asked(self, model: PreTrainedModel) -> PreTrainedModel:
-        """Source-language fine-tuning only updates the rows of tokens it sees, while weight decay and Adam
-        still touch (and cost time on) every row; freezing the word embeddings avoids both."""
+        """Training updates few rows of a 250k-token embedding, while weight decay and Adam still touch (and
+        cost time on) every row, and drift the unseen-language rows away from the teacher's; freezing avoids both."""
         if self.cfg.freeze_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
         return model
@@ -260,7 +260,7 @@ class _Run:
         mlm_weight = (1.0 if has_mlm else 0.0) if cfg.mlm_weight is None else cfg.mlm_weight
         if mlm_weight == 0 and cfg.hidden_weight == 0 and cfg.attention_weight == 0:
             raise KDCompressError("every pretraining KD loss has weight 0; give --hidden-weight or --attention-weight > 0")
-        student = self._new_student(type(teacher), teacher)
+        student = self._freeze_embeddings_if_asked(self._new_student(type(teacher), teacher))
         corpus = self._corpus()
         settings = self._settings("pretrain KD", lr=cfg.pretrain_lr, epochs=cfg.pretrain_epochs)
         result = pretrain_kd(

@@ -45,7 +45,7 @@ def render_markdown(*, cfg, summary: dict, claims: list[dict], bench: dict, targ
         f"Accuracy on the `{bench['settings']['split']}` split"
         + (f" (at most {bench['settings']['limit']} per language)" if bench["settings"].get("limit") else "")
         + "; mean ± standard deviation over seeds. Latency: median ms at "
-        f"{cell}, {bench['settings']['threads']} threads, on {machine.get('cpu_model', 'this CPU')}.",
+        f"{cell}, {bench['settings']['threads']} threads, on {machine.get('cpu', {}).get('model', 'this CPU')}.",
         "",
         "## Summary",
         "",

@@ -1,0 +1,118 @@
+"""Peak memory and load time of one model, measured in a fresh process of its own.
+
+Why a subprocess: a process's peak RSS only grows, so measuring several models in the
+benchmark process would charge each one with everything loaded before it. A short-lived
+`python -m kdcompress.bench.memory` loads one model, runs the largest grid batch once (the
+activations count too) and reports its own peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kdcompress.errors import KDCompressError
+
+PROBE_TIMEOUT_S = 600
+PROBE_TEXT = "kdcompress measures the memory a model needs while it serves a batch of sentences."
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS since it started.
+
+    On Linux, read VmHWM: getrusage's ru_maxrss survives exec, so a probe started from a benchmark
+    process that already holds several models would report the parent's size instead of its own.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, others KiB
+
+
+def probe(path: str, device: str, threads: int, max_length: int, batch_size: int, seq_len: int) -> dict:
+    """Runs inside the fresh process: import, load, one forward pass, then report."""
+    import psutil
+
+    # The libraries every backend pays for are loaded before the baseline is taken (transformers'
+    # tokenizers import torch even for ONNX models), so `model_rss_mb` is what the model itself adds,
+    # with ONNX Runtime's own library counted against ONNX models.
+    import torch  # noqa: F401
+    from transformers import AutoTokenizer  # noqa: F401
+
+    from kdcompress.bench.runners import load_runner
+
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    started = time.perf_counter()
+    runner = load_runner(path, device, threads, max_length=max_length)
+    load_seconds = time.perf_counter() - started
+    after_load = process.memory_info().rss
+    runner.logits([PROBE_TEXT] * batch_size, pad_to=min(seq_len, runner.max_positions))
+    peak = max(_peak_rss_bytes(), process.memory_info().rss)
+    result = {
+        "load_seconds": load_seconds,
+        "peak_rss_mb": peak / 2**20,
+        "rss_after_imports_mb": baseline / 2**20,
+        "rss_after_load_mb": after_load / 2**20,
+        "model_rss_mb": (peak - baseline) / 2**20,
+        "probe_batch": [batch_size, min(seq_len, runner.max_positions)],
+    }
+    if device == "cuda" and runner.format == "pytorch":
+        import torch
+
+        result["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def measure_memory(path: Path, *, device: str, threads: int, max_length: int, batch_size: int,
+                   seq_len: int) -> dict:
+    """Run `probe` in a fresh interpreter and return its report."""
+    import kdcompress
+
+    env = dict(os.environ)
+    package_root = str(Path(kdcompress.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", "kdcompress.bench.memory", str(path), "--device", device,
+               "--threads", str(threads), "--max-length", str(max_length), "--batch-size", str(batch_size),
+               "--seq-len", str(seq_len)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise KDCompressError(f"measuring the memory of {path} took over {PROBE_TIMEOUT_S} s; "
+                              "rerun with --no-memory to skip it") from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KDCompressError(f"the memory probe for {path} failed ({last}); rerun with --no-memory to skip it")
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Internal: peak memory of one model in a fresh process.")
+    parser.add_argument("path")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--seq-len", type=int, default=128)
+    args = parser.parse_args(argv)
+    try:
+        report = probe(args.path, args.device, args.threads, args.max_length, args.batch_size, args.seq_len)
+    except KDCompressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""The benchmark harness: statistics, accuracy, PyTorch/ONNX parity, the report files and error paths."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdcompress.bench import accuracy as acc
+from kdcompress.bench.latency import REAL, Cell, make_cells, summarize, text_batches
+from kdcompress.bench.run import parse_int_list, parse_model_specs, pareto_front
+from kdcompress.data.tasks import SIB_LABELS, XNLI_LABELS, Example, get_task
+from kdcompress.errors import KDCompressError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAST = dict(batch_sizes=(1, 4), seq_lens=(16,), warmup=1, repeats=2, rounds=2, max_seconds_per_cell=0.2,
+            threads=1, quiet=True)
+
+
+# --- statistics and small pieces (no model, no data) -------------------------------------------
+
+def test_percentiles_on_known_samples():
+    seconds = np.arange(1, 101) / 1000  # 1 ms .. 100 ms
+    stats = summarize(seconds, rows_per_call=4)
+    # numpy's linear interpolation: position q/100 * (n-1) between sorted samples.
+    assert stats["median_ms"] == pytest.approx(50.5)
+    assert stats["p90_ms"] == pytest.approx(90.1)
+    assert stats["p99_ms"] == pytest.approx(99.01)
+    assert stats["mean_ms"] == pytest.approx(50.5)
+    assert stats["min_ms"] == pytest.approx(1.0)
+    assert stats["samples"] == 100
+    assert stats["throughput_per_s"] == pytest.approx(400 / seconds.sum())
+
+
+def test_throughput_counts_rows_over_total_time():
+    stats = summarize([0.1, 0.3], rows_per_call=[2, 6])
+    assert stats["throughput_per_s"] == pytest.approx(8 / 0.4)
+    assert stats["median_ms"] == pytest.approx(200.0)
+
+
+def test_grid_cells_and_real_length_batches():
+    cells = make_cells((1, 8), (32, 128), real_lengths=True)
+    assert [c.label for c in cells] == ["b1×L32", "b1×L128", "b8×L32", "b8×L128", "b1×real", "b8×real"]
+    assert Cell(8, REAL).is_real and not Cell(8, 32).is_real
+    pool = [(f"sentence {i}", None) for i in range(10)]
+    batches = text_batches(pool, 4)
+    assert [len(texts) for texts, _ in batches] == [4, 4]  # only full batches: every call has the same size
+    assert batches == text_batches(pool, 4)  # the same for every model
+    assert len(text_batches(pool[:2], 4)[0][0]) == 4  # a tiny pool is repeated to fill one batch
+
+
+def test_pareto_front():
+    points = {"teacher": (10.0, 0.80), "student": (2.0, 0.75), "int8": (1.0, 0.74), "bad": (3.0, 0.70),
+              "tie": (2.0, 0.75)}
+    assert pareto_front(points) == {"teacher", "student", "int8", "tie"}
+
+
+def test_sample_examples_is_seeded_spread_and_parallel():
+    english = [Example(f"en {i}", None, i // 10) for i in range(50)]  # sorted by label, like SIB-200
+    german = [Example(f"de {i}", None, i // 10) for i in range(50)]
+    sample = acc.sample_examples(english, 10)
+    assert len(sample) == 10 and len({ex.label for ex in sample}) > 1  # a prefix would hold one class
+    assert sample == acc.sample_examples(english, 10)
+    assert [ex.text[3:] for ex in acc.sample_examples(german, 10)] == [ex.text[3:] for ex in sample]
+    assert acc.sample_examples(english, None) == english
+
+
+def test_parse_model_specs_and_int_lists():
+    assert parse_model_specs(["teacher=runs/t", "runs/student/"]) == {"teacher": "runs/t", "student": "runs/student/"}
+    with pytest.raises(KDCompressError, match="different NAME"):
+        parse_model_specs(["a=x", "a=y"])
+    with pytest.raises(KDCompressError, match="NAME=PATH"):
+        parse_model_specs(["=x"])
+    assert parse_int_list("1, 8,32", "--batch-sizes") == (1, 8, 32)
+    with pytest.raises(KDCompressError, match="--seq-lens"):
+        parse_int_list("32,long", "--seq-lens")
+
+
+class KeywordRunner:
+    """A stand-in model: predicts the label named in the text; its label order differs from the task's."""
+
+    labels = tuple(reversed(SIB_LABELS))
+
+    def logits(self, texts, text_pairs=None):
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for row, text in enumerate(texts):
+            out[row, self.labels.index(text.split(":")[0])] = 1.0
+        return out
+
+
+def test_accuracy_equals_a_hand_count():
+    task = get_task("sib200")
+    # text says what the model will predict; label is the truth. Hand count: 3 right of 5.
+    examples = [Example("travel: a", None, task.label_index("travel")),
+                Example("sports: b", None, task.label_index("sports")),
+                Example("health: c", None, task.label_index("politics")),
+                Example("geography: d", None, task.label_index("geography")),
+                Example("travel: e", None, task.label_index("entertainment"))]
+    runner = KeywordRunner()
+    mapping = acc.label_mapping(runner.labels, task, model_name="keyword")
+    result = acc.evaluate(runner, mapping, {"en": examples, "de": examples[:2]}, batch_size=2)
+    assert result["en"] == {"accuracy": pytest.approx(3 / 5), "correct": 3, "n": 5}
+    assert result["de"]["accuracy"] == 1.0
+    summary = acc.summarize_languages(result, "en", ["de"])
+    assert summary["source"] == pytest.approx(0.6) and summary["target_average"] == 1.0
+
+
+def test_label_mapping_rejects_a_different_label_set():
+    expected = "model nli has labels that differ from task sib200 .missing science.*unexpected entailment"
+    with pytest.raises(KDCompressError, match=expected):
+        acc.label_mapping(XNLI_LABELS, get_task("sib200"), model_name="nli")
+
+
+def test_deltas_to_baseline():
+    def model(en, de, fr):
+        per_lang = {"en": {"accuracy": en}, "de": {"accuracy": de}, "fr": {"accuracy": fr}}
+        return acc.summarize_languages(per_lang, "en", ["de", "fr"])
+
+    deltas = acc.deltas_to_baseline({"teacher": model(0.9, 0.8, 0.7), "student": model(0.85, 0.8, 0.6)}, "teacher")
+    assert deltas["teacher"]["target_average"] == 0
+    assert deltas["student"]["de"] == pytest.approx(0.0)
+    assert deltas["student"]["fr"] == pytest.approx(-0.1)
+    assert deltas["student"]["target_average"] == pytest.approx(-0.05)
+
+
+def test_machine_facts_name_cpu_flags_and_libraries():
+    from kdcompress.bench.machine import cpu_summary, machine_facts
+
+    facts = machine_facts()
+    assert facts["cpu"]["physical_cores"] >= 1
+    assert {"avx2", "avx512f", "avx512_vnni"} <= set(facts["cpu"]["flags"])
+    assert {"torch", "onnxruntime", "transformers"} <= set(facts["libraries"])
+    assert "physical cores" in cpu_summary(facts)
+
+
+def test_package_is_the_bench_function():
+    import kdcompress
+    import kdcompress.bench.run
+
+    assert callable(kdcompress.bench)
+
+
+# --- real models: a tiny SIB-200 classifier with mBERT's real tokenizer ------------------------------
+
+def _tiny_sib_classifier(out: Path, vocab_dir: Path) -> Path:
+    # Built here rather than with conftest.make_tiny_bert, whose tokenizer (BertTokenizerFast(vocab_file=...))
+    # comes out with a 5-token vocabulary under transformers 5: every word would be [UNK] and the
+    # ONNX-vs-PyTorch comparison would see one input. A large initializer spreads predictions over classes.
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(vocab_dir)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128, initializer_range=0.5,
+                        num_labels=len(SIB_LABELS), id2label=dict(enumerate(SIB_LABELS)),
+                        label2id={label: i for i, label in enumerate(SIB_LABELS)})
+    BertForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _export_fp32_onnx(model_dir: Path, out: Path, data_dir: Path) -> Path:
+    from kdcompress.compress.export import export_onnx
+
+    return Path(export_onnx(model_dir, out, task="sib200", langs="en", data_dir=data_dir, check_samples=4,
+                            progress=False))
+
+
+@pytest.fixture(scope="module")
+def sib_models(tmp_path_factory, mbert_vocab_dir, data_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bench_models")
+    pytorch = _tiny_sib_classifier(root / "pytorch", mbert_vocab_dir)
+    return {"pt": pytorch, "onnx": _export_fp32_onnx(pytorch, root / "onnx", data_dir)}
+
+
+def test_onnx_and_pytorch_forms_give_the_same_accuracy(sib_models, data_dir):
+    from kdcompress.bench.runners import load_runner
+
+    task = get_task("sib200")
+    examples = {lang: acc.sample_examples(task.load("test", lang, data_dir=data_dir), 40) for lang in ("en", "zh")}
+    results, predictions = {}, {}
+    for name, path in sib_models.items():
+        runner = load_runner(path, "cpu", threads=1)
+        assert runner.format == ("onnx" if name == "onnx" else "pytorch")
+        mapping = acc.label_mapping(runner.labels, task, model_name=name)
+        results[name] = acc.evaluate(runner, mapping, examples)
+        texts = [ex.text for ex in examples["zh"]]
+        predictions[name] = runner.logits(texts, [None] * len(texts))
+    assert results["pt"] == results["onnx"]
+    np.testing.assert_allclose(predictions["pt"], predictions["onnx"], atol=1e-4)
+    assert len(set(predictions["pt"].argmax(-1))) > 1  # the comparison sees different outputs, not one constant
+
+
+def test_bench_writes_a_well_formed_report(sib_models, data_dir, tmp_path):
+    from kdcompress.bench.run import bench
+
+    import psutil
+
+    out = tmp_path / "report"
+    # Ballast: the memory probes must report their own peak, not this (larger) parent's.
+    ballast = np.ones(400 * 2**20 // 8)
+    parent_rss_mb = psutil.Process().memory_info().rss / 2**20
+    result = bench(dict(sib_models), task="sib200", source_lang="en", target_langs="de,fra_Latn", data_dir=data_dir,
+                   out=out, limit=12, baseline="pt", **FAST)
+    del ballast
+
+    assert sorted(p.name for p in out.iterdir()) == sorted(result["files"])
+    saved = json.loads((out / "bench.json").read_text())
+    assert saved["settings"]["target_langs"] == ["de", "fr"]
+    assert saved["settings"]["threads"] == 1 and saved["settings"]["threads_source"] == "set by --threads"
+    assert saved["machine"]["cpu"]["flags"] and saved["machine"]["libraries"]["onnxruntime"]
+    assert saved["data"]["de"]["n"] == 12
+    assert [e["cell"] for e in saved["latency"]][::2] == ["b1×L16", "b4×L16", "b1×real", "b4×real"]
+    for name in ("pt", "onnx"):
+        model = saved["models"][name]
+        assert model["peak_rss_mb"] > model["model_rss_mb"] > 0 and model["load_seconds"] > 0
+        assert model["peak_rss_mb"] < parent_rss_mb - 200
+        assert model["size_mb"] > 1
+        assert set(saved["accuracy"][name]["per_language"]) == {"en", "de", "fr"}
+    assert saved["accuracy"]["onnx"]["per_language"] == saved["accuracy"]["pt"]["per_language"]
+    assert saved["accuracy"]["onnx"]["delta_vs_baseline"]["target_average"] == 0
+    assert saved["headline"]["pt"]["speedup"] == 1.0
+    for entry in saved["latency"]:
+        assert entry["model_only"]["samples"] >= 2 and entry["end_to_end"]["median_ms"] > 0
+    markdown = (out / "bench.md").read_text()
+    assert "| en (source) | 12 |" in markdown and "b1×real" in markdown and "AVX" in markdown
+    for plot in ("latency_vs_accuracy.png", "accuracy_per_language.png"):
+        assert (out / plot).read_bytes()[:8] == PNG_MAGIC and (out / plot).stat().st_size > 10_000
+
+
+def test_latency_models_times_a_subset_and_still_measures_every_accuracy(sib_models, data_dir, tmp_path):
+    from kdcompress.bench.run import bench
+
+    settings = dict(FAST, batch_sizes=(2,), real_lengths=False, measure_memory=False)
+    result = bench(dict(sib_models), task="sib200", target_langs="de", data_dir=data_dir, out=tmp_path / "r",
+                   limit=6, latency_models=["onnx"], baseline="onnx", **settings)
+    assert set(result["headline"]) == {"onnx"} and {e["model"] for e in result["latency"]} == {"onnx"}
+    assert set(result["accuracy"]) == {"pt", "onnx"}
+    assert result["settings"]["headline"]["label"] == "b2×L16"
+    assert "| pt | pytorch |" in (tmp_path / "r" / "bench.md").read_text()
+    with pytest.raises(KDCompressError, match="include the baseline 'pt'"):
+        bench(dict(sib_models), task="sib200", target_langs="de", data_dir=data_dir, out=tmp_path / "r2",
+              latency_models=["onnx"], baseline="pt", **settings)
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from kdcompress.cli import app
+
+    return CliRunner().invoke(app, ["bench", *args])
+
+
+def test_cli_prints_the_table(sib_models, data_dir, tmp_path):
+    result = _cli("--model", f"pt={sib_models['pt']}", "--model", f"onnx={sib_models['onnx']}", "--task", "sib200",
+                  "--target-langs", "de", "--data-dir", str(data_dir), "--out", str(tmp_path / "r"), "--limit", "8",
+                  "--batch-sizes", "2", "--seq-lens", "16", "--no-real-lengths", "--threads", "1", "--warmup", "0",
+                  "--repeats", "2", "--rounds", "1", "--no-memory", "--baseline", "onnx")
+    assert result.exit_code == 0, result.output
+    assert "target %" in result.output and "b2×L16" in result.output
+    assert json.loads((tmp_path / "r" / "bench.json").read_text())["settings"]["baseline"] == "onnx"
+
+
+@pytest.fixture(scope="module")
+def nli_model(tmp_path_factory, mbert_vocab_dir) -> Path:
+    from conftest import make_tiny_bert
+
+    return make_tiny_bert(tmp_path_factory.mktemp("nli"), mbert_vocab_dir, layers=1, labels=XNLI_LABELS)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing model", "model broken: model path .*does-not-exist does not exist"),
+    ("not a model", "model broken: .* is neither a model directory"),
+    ("unknown language", "task sib200 has no language 'xx'"),
+    ("label mismatch", "model nli has labels that differ from task sib200"),
+    ("unknown baseline", "baseline 'nobody' is not one of the models"),
+    ("existing output", "already exists"),
+    ("sequence too long", "--seq-lens 512 exceed model pt's maximum of 128 tokens"),
+])
+def test_bad_input_is_one_clear_line(case, expected, sib_models, nli_model, data_dir, tmp_path):
+    models = {"pt": str(sib_models["pt"])}
+    extra: list[str] = []
+    if case == "missing model":
+        models["broken"] = str(tmp_path / "does-not-exist")
+    elif case == "not a model":
+        (tmp_path / "empty").mkdir()
+        models["broken"] = str(tmp_path / "empty")
+    elif case == "unknown language":
+        extra = ["--target-langs", "de,xx"]
+    elif case == "label mismatch":
+        models["nli"] = str(nli_model)
+    elif case == "unknown baseline":
+        extra = ["--baseline", "nobody"]
+    elif case == "existing output":
+        (tmp_path / "r").mkdir()
+    elif case == "sequence too long":
+        extra = ["--seq-lens", "512"]
+    args = [arg for name, path in models.items() for arg in ("--model", f"{name}={path}")]
+    result = _cli(*args, "--task", "sib200", "--data-dir", str(data_dir), "--out", str(tmp_path / "r"),
+                  "--limit", "4", "--no-memory", "--threads", "1", *extra)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())  # rich may wrap the line in a narrow test terminal
+    assert message.startswith("error:") and len(result.output.strip().splitlines()) <= 3
+    assert re.search(expected, message), message
+    assert not (tmp_path / "r").exists() or case == "existing output"
+
+
+def test_cuda_without_a_gpu_says_so(sib_models, data_dir, tmp_path):
+    import onnxruntime
+    import torch
+
+    if torch.cuda.is_available() or "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("a CUDA device is present; this checks the message on machines without one")
+    for name in ("pt", "onnx"):
+        result = _cli("--model", f"{name}={sib_models[name]}", "--task", "sib200", "--data-dir", str(data_dir),
+                      "--out", str(tmp_path / name), "--limit", "4", "--device", "cuda", "--no-memory")
+        assert result.exit_code == 2
+        assert "--device cuda" in result.output and "use --device cpu" in " ".join(result.output.split())
