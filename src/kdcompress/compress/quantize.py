@@ -216,8 +216,9 @@ class FeedReader:
         return iter(self._feeds)
 
 
-def quantize_static_int8(src: Path, dst: Path, scheme: Int8Scheme, calibration_feeds: Sequence[Mapping[str, np.ndarray]],
-                         *, quantize_embeddings: bool = True, nodes_to_exclude: Sequence[str] = ()) -> None:
+def quantize_static_int8(src: Path, dst: Path, scheme: Int8Scheme,
+                         calibration_feeds: Sequence[Mapping[str, np.ndarray]], *,
+                         quantize_embeddings: bool = True, nodes_to_exclude: Sequence[str] = ()) -> None:
     """Static int8 (QDQ): activation ranges calibrated (min-max) on `calibration_feeds`."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -300,7 +301,8 @@ def _fake_quantize(data: np.ndarray, qtype_name: str, *, symmetric: bool, reduce
     out = np.empty_like(moved, dtype=np.float32)
     for channel in range(moved.shape[0]):
         zero_point, scale, q = quantize_data(moved[channel].ravel(), qtype, symmetric, reduce_range)
-        out[channel] = ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).reshape(moved[channel].shape)
+        dequantized = (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+        out[channel] = dequantized.reshape(moved[channel].shape)
     return np.moveaxis(out, 0, axis)
 
 
@@ -341,7 +343,7 @@ def rank_by_sensitivity(fp32_model: Path, candidates: Sequence[QuantCandidate], 
     session = ort.InferenceSession(str(capture), options, providers=["CPUExecutionProvider"])
     captured: dict[str, list[np.ndarray]] = {name: [] for name in activations}
     for feed in feeds:
-        for name, value in zip(activations, session.run(activations, dict(feed))):
+        for name, value in zip(activations, session.run(activations, dict(feed)), strict=True):
             captured[name].append(value)
     del session
     capture.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ class ExperimentConfig:
     target_langs: list[str] | str = "all"  # "all": every language of the task but the source
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
     seeds: list[int] = field(default_factory=lambda: [42])
-    quantize: str = "dynamic"  # the ONNX form benchmarked beside each PyTorch model: dynamic | static | none
+    quantize: str = "dynamic"  # the ONNX form benchmarked beside each PyTorch model: dynamic | none
     distill: dict[str, Any] = field(default_factory=dict)  # DistillConfig settings shared by every student
     bench: dict[str, Any] = field(default_factory=dict)  # bench settings (limit, batch_sizes, seq_lens, ...)
     config_path: str | None = None  # the file this came from, quoted in the report's "reproduce" line
@@ -35,8 +35,9 @@ class ExperimentConfig:
             raise KDCompressError(f"unknown strategies {unknown or '(none given)'}; choose from {', '.join(STRATEGIES)}")
         if not self.seeds:
             raise KDCompressError("an experiment needs at least one seed")
-        if self.quantize not in ("dynamic", "static", "none"):
-            raise KDCompressError("quantize must be dynamic, static or none")
+        if self.quantize not in ("dynamic", "none"):
+            raise KDCompressError("quantize must be dynamic or none (static int8 needs calibration data: "
+                                  "use `kdcompress export-onnx --quantize static` on a student)")
         reserved = {"teacher", "task", "data_dir", "source_lang", "target_langs", "strategy", "seed", "out",
                     "finetuned_teacher", "resume", "overwrite"}
         clash = sorted(reserved & set(self.distill))
