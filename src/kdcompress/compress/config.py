@@ -32,7 +32,7 @@ class DistillConfig:
 
     # Shared training options
     max_length: int = 128
-    batch_size: int = 32
+    batch_size: int = 16
     grad_accum: int = 1
     lr: float = 5e-5
     warmup_ratio: float = 0.1
@@ -49,7 +49,7 @@ class DistillConfig:
     # Teacher fine-tuning (when the teacher is not yet fine-tuned on the task)
     finetuned_teacher: str | None = None  # a classifier already fine-tuned on the task, used for KD in fine-tuning
     teacher_epochs: float = 3.0
-    teacher_lr: float = 3e-5
+    teacher_lr: float = 5e-5
 
     # KD during fine-tuning
     temperature: float = 2.0
