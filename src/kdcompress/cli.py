@@ -9,6 +9,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from kdcompress.compress.config import DistillConfig
 from kdcompress.config_file import load_config_file
@@ -31,7 +32,8 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except KDCompressError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # A Text, not a markup string: messages quote things like "[distill]" that rich would eat.
+            err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]; partial work was not kept (use --resume where offered)")

@@ -1,0 +1,73 @@
+"""`kdcompress experiment` end to end on a tiny random teacher: every step, the report, and reuse on rerun."""
+
+import json
+
+from typer.testing import CliRunner
+
+from kdcompress.cli import app
+
+
+def test_experiment_end_to_end_and_rerun(tmp_path, tiny_teacher_dir, data_dir):
+    config = tmp_path / "exp.toml"
+    out = tmp_path / "exp"
+    config.write_text(f"""
+[experiment]
+out = "{out}"
+teacher = "{tiny_teacher_dir}"
+task = "sib200"
+data_dir = "{data_dir}"
+target_langs = ["de", "zh"]
+strategies = ["none", "finetune", "pretrain"]
+seeds = [1, 2]
+
+[distill]
+student_layers = 2
+max_steps = 2
+batch_size = 4
+max_length = 32
+corpus_max_sentences = 32
+eval_limit = 8
+
+[bench]
+limit = 12
+batch_sizes = [1]
+seq_lens = [16]
+repeats = 2
+rounds = 1
+warmup = 0
+measure_memory = false
+""")
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report" / "experiment.json").read_text())
+    summary = report["summary"]
+    assert set(summary) == {"teacher/pytorch", "teacher/int8", "none/pytorch", "finetune/pytorch", "pretrain/pytorch",
+                            "none/int8", "finetune/int8", "pretrain/int8"}
+    assert summary["pretrain/pytorch"]["seeds"] == [1, 2] and summary["pretrain/int8"]["seeds"] == [1]
+    assert summary["none/int8"]["latency_median_ms"] > 0
+    assert [c["testable"] for c in report["claims"]] == [True, True, False]
+    markdown = (out / "report" / "experiment.md").read_text()
+    assert "## The paper's claims" in markdown and "| zh |" in markdown
+    assert (out / "report" / "accuracy_per_language.png").stat().st_size > 0
+    bench = json.loads((out / "bench" / "bench.json").read_text())
+    timed = {entry["model"] for entry in bench["latency"]}
+    assert "none-s2" not in timed and "none-s1" in timed and "none-s1-int8" in timed
+
+    # A rerun reuses every step and rewrites only the report.
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "reused" in result.output
+    assert json.loads((out / "report" / "experiment.json").read_text())["step_seconds"] == {}
+
+
+def test_experiment_config_errors(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[experiment]\nstrategies = ["magic"]\n')
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
+    assert result.exit_code == 2 and "unknown strategies" in result.output
+    config.write_text('[experiment]\n[distill]\nteacher = "x"\n')
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
+    assert result.exit_code == 2 and "set teacher in [experiment], not in [distill]" in result.output
+    config.write_text('[experiment]\n[distill]\nlearning_rate = 1\n')
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
+    assert result.exit_code == 2 and "unknown distill setting" in result.output
