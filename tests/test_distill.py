@@ -12,7 +12,7 @@ from kdcompress import distill
 from kdcompress.cli import app
 from kdcompress.compress import loop
 
-QUICK = ["--task", "sib200", "--target-langs", "de,zh", "--student-layers", "2", "--max-steps", "2",
+QUICK = ["--task", "sib200", "--target-langs", "de,zh,de", "--student-layers", "2", "--max-steps", "2",
          "--batch-size", "4", "--corpus-max-sentences", "48", "--max-length", "32"]
 
 
@@ -195,3 +195,12 @@ def test_shared_finetuned_teacher(tmp_path, tiny_teacher_dir, data_dir):
     result = run_cli("--teacher", tiny_teacher_dir, "--finetuned-teacher", tiny_teacher_dir, "--data-dir", data_dir,
                      "--strategy", "finetune", "--out", tmp_path / "bad", *QUICK)
     assert result.exit_code == 2 and "is not a sequence classifier" in result.output
+
+
+def test_all_target_languages(tmp_path, tiny_teacher_dir, data_dir):
+    out = tmp_path / "all"
+    result = run_cli("--teacher", tiny_teacher_dir, "--data-dir", data_dir, "--strategy", "none", "--out", out,
+                     *QUICK, "--target-langs", "all", "--eval-limit", "4")
+    assert result.exit_code == 0, result.output
+    targets = json.loads((out / "distill.json").read_text())["task"]["target_langs"]
+    assert len(targets) == 31 and "en" not in targets

@@ -84,7 +84,7 @@ def distill_command(
     task: Task = None,
     data_dir: DataDir = None,
     source_lang: SourceLang = None,
-    target_langs: Optional[str] = typer.Option(None, help="Comma-separated zero-shot languages (their unlabeled text feeds pretraining KD and vocabulary trimming)."),
+    target_langs: Optional[str] = typer.Option(None, help="Comma-separated zero-shot languages, or 'all' (their unlabeled text feeds pretraining KD and vocabulary trimming)."),
     strategy: Optional[str] = typer.Option(None, help=f"none | finetune | pretrain | both. {_default('strategy')}"),
     student_layers: Optional[int] = typer.Option(None, help=f"Layers copied from the teacher. {_default('student_layers')}"),
     student_hidden: Optional[int] = typer.Option(None, help="Hidden width of a narrower student (multiple of the head size)."),

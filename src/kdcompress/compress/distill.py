@@ -73,7 +73,9 @@ class _Run:
         self.cfg = cfg
         self.task: Task = get_task(cfg.task)
         self.source = normalise_lang(self.task, cfg.source_lang)
-        self.targets = [normalise_lang(self.task, lang) for lang in cfg.target_langs if lang != cfg.source_lang]
+        targets = self.task.languages if list(cfg.target_langs) == ["all"] else cfg.target_langs
+        self.targets = [lang for lang in dict.fromkeys(normalise_lang(self.task, t) for t in targets)
+                        if lang != self.source]
         self.data_dir = data_dir_from_env(cfg.data_dir)
         self.out = Path(cfg.out)
         self.work = self.out.with_name(self.out.name + ".partial")
