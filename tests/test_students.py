@@ -83,3 +83,12 @@ def test_unsupported_architecture_is_an_error():
 
     with pytest.raises(KDCompressError, match="unsupported teacher architecture"):
         plan_student(GPT2Config(), layers=2)
+
+
+def test_distilbert_teacher_width():
+    torch.manual_seed(0)
+    teacher = DistilBertForMaskedLM(DistilBertConfig(vocab_size=50, dim=32, n_layers=4, n_heads=4, hidden_dim=64)).eval()
+    plan = plan_student(teacher.config, layers=2, hidden=16)
+    student = build_student(teacher, plan, DistilBertForMaskedLM).eval()
+    assert (student.config.dim, student.config.n_heads, student.config.hidden_dim) == (16, 2, 32)
+    assert student(input_ids=torch.randint(0, 50, (2, 5))).logits.shape == (2, 5, 50)
