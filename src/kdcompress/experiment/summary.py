@@ -65,7 +65,7 @@ def _compare(summary: dict, better: str, worse: str) -> dict | None:
     spread = math.sqrt(a["target_average"]["std"] ** 2 + b["target_average"]["std"] ** 2)
     langs = a["per_language"].keys() - {a["source_lang"]}
     lang_wins = sum(a["per_language"][lang]["mean"] > b["per_language"][lang]["mean"] for lang in langs)
-    return {"target_diff": diff, "spread": spread, "paired_diffs": paired,
+    return {"ahead": better, "behind": worse, "target_diff": diff, "spread": spread, "paired_diffs": paired,
             "seeds_agreeing": sum(d > 0 for d in paired), "seeds": len(paired),
             "source_diff": a["source"]["mean"] - b["source"]["mean"],
             "languages_better": lang_wins, "languages": len(langs)}
