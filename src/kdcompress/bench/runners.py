@@ -7,6 +7,7 @@ differs. `load_runner` decides the backend from what the directory holds.
 
 from __future__ import annotations
 
+import abc
 import inspect
 import json
 import time
@@ -96,7 +97,7 @@ def check_device(device: str) -> str:
     return device
 
 
-class Runner:
+class Runner(abc.ABC):
     """A loaded model: tokenizer, label names in the model's own order, and a logits function."""
 
     format: str = ""
@@ -131,17 +132,18 @@ class Runner:
                                  padding="max_length" if pad_to else "longest")
         return {name: np.asarray(values, dtype=np.int64) for name, values in encoded.items()}
 
+    @abc.abstractmethod
     def forward(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
         """Logits (batch, num_labels) as float32 numpy; the model-only part of the latency."""
-        raise NotImplementedError
 
     def logits(self, texts: Sequence[str], text_pairs: Sequence[str | None] | None = None, *,
                pad_to: int | None = None) -> np.ndarray:
         """Tokenize and run: the end-to-end latency a caller sees."""
         return self.forward(self.encode(texts, text_pairs, pad_to=pad_to))
 
+    @abc.abstractmethod
     def size_bytes(self) -> int:
-        raise NotImplementedError
+        """Bytes of the model's weight files."""
 
     def describe(self) -> dict:
         return {
