@@ -28,6 +28,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
 import kdcompress
+from kdcompress.bench.machine import library_versions
 from kdcompress.compress import teacher as teachers
 from kdcompress.compress.batching import TextBatcher, token_id_map
 from kdcompress.compress.config import DistillConfig
@@ -249,7 +250,7 @@ class _Run:
                 "label2id": {label: i for i, label in enumerate(labels)}}
 
     def _classifier_class(self) -> type[PreTrainedModel]:
-        return MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(teachers.load_teacher_config(self.cfg.teacher))]
+        return MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(self.teacher_config)]
 
     def _pretrain_kd(self, checkpoint_dir: Path):
         cfg = self.cfg
@@ -350,7 +351,7 @@ class _Run:
             parameters=n_params,
             student={**self.plan.to_dict(), "vocab_trimmed": self.keep_ids is not None} if student else None,
             wall_seconds=round(time.perf_counter() - started, 2),
-            versions=_versions(),
+            versions=library_versions(),
         )
         if cfg.evaluate:
             self.record["dev_accuracy"] = self._dev_accuracy(assembled)
@@ -367,10 +368,3 @@ def _print_dev_accuracy(result: dict, what: str) -> None:
     targets = result["target_average"]
     console.print(f"{what} dev accuracy: source {100 * result['source']:.1f}%"
                   + (f", target average {100 * targets:.1f}% over {len(result['targets'])} languages" if targets else ""))
-
-
-def _versions() -> dict[str, str]:
-    import accelerate
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "accelerate": accelerate.__version__}

@@ -33,6 +33,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from kdcompress.bench.machine import library_versions
 from kdcompress.compress import quantize as q
 from kdcompress.errors import KDCompressError
 from kdcompress.io import atomic_output_dir, refuse_existing, write_json_atomic
@@ -452,16 +453,6 @@ def _graph_io(path: Path) -> tuple[list[dict], list[str], int]:
     return inputs, [o.name for o in model.graph.output], opset
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for name in ("kdcompress", "torch", "transformers", "onnx", "onnxruntime"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[name] = md.version(name)
-    return out
-
-
 class _Progress:
     """Stage-by-stage progress on stderr (rich), silent when `enabled` is False."""
 
@@ -670,7 +661,7 @@ def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike, *, optimiz
                                "samples_per_language": check_samples,
                                "fp32_tolerance": FP32_TOLERANCE, "fp32": fp32_check, "final": final_check}
             report["cpu"] = q.detect_cpu_features().summary()
-            report["versions"] = _versions()
+            report["versions"] = library_versions()
             report["timings_s"] = ui.timings
             write_json_atomic(staging / REPORT_FILE, report)
         _print_summary(ui, report)

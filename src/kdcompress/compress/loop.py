@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -213,7 +213,3 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
                     break
     accelerator.wait_for_everyone()
     return LoopResult(steps=step, examples=examples_seen, wall_seconds=time.perf_counter() - started, history=history)
-
-
-def loop_settings_dict(settings: LoopSettings) -> dict:
-    return asdict(settings)
