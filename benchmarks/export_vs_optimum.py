@@ -139,7 +139,7 @@ class Candidate:
 def onnx_candidate(name: str, path: Path, threads: int, feed: dict) -> Candidate:
     import onnxruntime as ort
 
-    from kdcompress.onnx_feed import onnx_feed
+    from kdcompress.deploy.onnx_feed import onnx_feed
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
 
-    from kdcompress.compress.quantize import choose_int8_scheme, detect_cpu_features
+    from kdcompress.deploy.quantize import choose_int8_scheme, detect_cpu_features
 
     console = Console()
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]

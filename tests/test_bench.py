@@ -164,7 +164,7 @@ def _tiny_sib_classifier(out: Path, vocab_dir: Path) -> Path:
 
 
 def _export_fp32_onnx(model_dir: Path, out: Path, data_dir: Path) -> Path:
-    from kdcompress.compress.export import export_onnx
+    from kdcompress.deploy.export import export_onnx
 
     return Path(export_onnx(model_dir, out, task="sib200", langs="en", data_dir=data_dir, check_samples=4,
                             progress=False))

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from kdcompress import distill
 from kdcompress.cli import app
-from kdcompress.compress import loop
+from kdcompress.training import loop
 
 QUICK = ["--task", "sib200", "--target-langs", "de,zh,de", "--student-layers", "2", "--max-steps", "2",
          "--batch-size", "4", "--corpus-max-sentences", "48", "--max-length", "32"]

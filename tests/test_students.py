@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, DistilBertConfig, DistilBertForMaskedLM
 
-from kdcompress.compress.students import build_student, plan_student, select_layers
+from kdcompress.training.students import build_student, plan_student, select_layers
 from kdcompress.errors import KDCompressError
 
 

@@ -1,8 +1,8 @@
 import torch
 from transformers import AutoModel
 
-from kdcompress.compress.students import build_student, plan_student
-from kdcompress.compress.vocab import collect_token_ids, trim_tokenizer
+from kdcompress.training.students import build_student, plan_student
+from kdcompress.training.vocab import collect_token_ids, trim_tokenizer
 from kdcompress.data.tasks import get_task
 
 

@@ -9,11 +9,11 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _API = {
-    "distill": "kdcompress.compress.distill",
-    "finetune_teacher": "kdcompress.compress.distill",
-    "DistillConfig": "kdcompress.compress.config",
-    "import_teacher": "kdcompress.teachers",
-    "export_onnx": "kdcompress.compress.export",
+    "distill": "kdcompress.training.distill",
+    "finetune_teacher": "kdcompress.training.distill",
+    "DistillConfig": "kdcompress.training.config",
+    "import_teacher": "kdcompress.importers",
+    "export_onnx": "kdcompress.deploy.export",
     "bench": "kdcompress.bench.run",
     "run_experiment": "kdcompress.experiment",
     "KDCompressError": "kdcompress.errors",

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from kdcompress.compress.config import DistillConfig
+from kdcompress.training.config import DistillConfig
 from kdcompress.config_file import load_config_file
 from kdcompress.errors import KDCompressError
 
@@ -123,7 +123,7 @@ def distill_command(
 ) -> None:
     """Distill a compact student from a multilingual teacher (KD during pretraining and/or fine-tuning)."""
     settings = _distill_settings(config, locals())
-    from kdcompress.compress.distill import distill  # torch/transformers load only when a command runs
+    from kdcompress.training.distill import distill  # torch/transformers load only when a command runs
 
     distill(settings)
 
@@ -149,7 +149,7 @@ def finetune_teacher_command(
 ) -> None:
     """Fine-tune a teacher on the source language once, to share it across distill runs (--finetuned-teacher)."""
     settings = _distill_settings(config, locals())
-    from kdcompress.compress.distill import finetune_teacher
+    from kdcompress.training.distill import finetune_teacher
 
     finetune_teacher(settings)
 
@@ -165,7 +165,7 @@ def import_teacher_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
 ) -> None:
     """Import a pretrained teacher without the model hub, as a Hugging Face model directory for `distill --teacher`."""
-    from kdcompress.teachers import import_teacher  # torch/transformers load only when a command runs
+    from kdcompress.importers import import_teacher  # torch/transformers load only when a command runs
 
     import_teacher(source, out, overwrite=overwrite)
 
@@ -208,7 +208,7 @@ def export_onnx_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Export a sequence classifier to ONNX (checked against PyTorch), optionally fused and int8."""
-    from kdcompress.compress.export import REPORT_FILE, export_onnx
+    from kdcompress.deploy.export import REPORT_FILE, export_onnx
     from kdcompress.io import read_json
 
     result = export_onnx(model_dir, out, optimize=optimize, quantize=quantize, calibration_data=calibration_data,

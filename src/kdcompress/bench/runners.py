@@ -246,7 +246,7 @@ class OnnxRunner(Runner):
             return {}
 
     def forward(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
-        from kdcompress.onnx_feed import onnx_feed
+        from kdcompress.deploy.onnx_feed import onnx_feed
 
         try:
             (logits,) = self.session.run([self._output], onnx_feed(self.session, encoded))

@@ -209,3 +209,21 @@ def normalise_lang(task: Task, lang: str) -> str:
     """Accept "de" or SIB-200's "deu_Latn"; return the task's own code."""
     lang = FLORES_TO_ISO.get(lang, lang)
     return task.check_lang(lang)
+
+
+def resolve_languages(task: Task, source_lang: str, target_langs: str | list[str] | tuple[str, ...] | None,
+                      *, default_all: bool = True) -> tuple[str, list[str]]:
+    """The one language resolver: (source, targets) in the task's own codes.
+
+    `target_langs` is a list or comma-separated string of "de" / "deu_Latn" codes, or "all"; None or
+    empty means every task language but the source when `default_all`, else none. Repeats and the
+    source itself are dropped, order is kept.
+    """
+    from kdcompress.data.languages import parse_lang_list
+
+    source = normalise_lang(task, source_lang)
+    chosen = parse_lang_list(target_langs)
+    if chosen == ["all"] or (not chosen and default_all):
+        chosen = list(task.languages)
+    targets = dict.fromkeys(normalise_lang(task, lang) for lang in chosen)
+    return source, [lang for lang in targets if lang != source]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdcompress.compress.config import STRATEGIES, DistillConfig
+from kdcompress.training.config import STRATEGIES, DistillConfig
 from kdcompress.config_file import load_config_file
 from kdcompress.errors import KDCompressError
 

@@ -32,7 +32,7 @@ import struct
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from kdcompress.teachers.e5_format import E5Vocab
+from kdcompress.importers.e5_format import E5Vocab
 
 METASPACE = "\u2581"
 MASK = "<mask>"

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from kdcompress.bench.machine import library_versions
-from kdcompress.compress import quantize as q
+from kdcompress.deploy import quantize as q
 from kdcompress.errors import KDCompressError
 from kdcompress.io import atomic_output_dir, refuse_existing, write_json_atomic
 
@@ -319,7 +319,7 @@ def _session(path: Path):
 
 
 def _onnx_logits(session: Any, batches: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
-    from kdcompress.onnx_feed import onnx_feed
+    from kdcompress.deploy.onnx_feed import onnx_feed
 
     outs = [session.run(["logits"], onnx_feed(session, {k: v for k, v in b.items() if k != "_order"}))[0]
             for b in batches]
@@ -606,7 +606,7 @@ def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike, *, optimiz
         if optimize:
             fused_path = work / "model_fused.onnx"
             with ui.stage("optimize", "fuse transformer operators (ONNX Runtime)"):
-                from kdcompress.compress.optimize import fuse_transformer_ops
+                from kdcompress.deploy.optimize import fuse_transformer_ops
 
                 fusion = fuse_transformer_ops(fp32_path, fused_path,
                                               num_heads=int(source.config.num_attention_heads),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdcompress.compress.quantize import quiet_quantizer
+from kdcompress.deploy.quantize import quiet_quantizer
 
 # The fused operator families worth reporting, and how many a BERT encoder of L layers should get.
 FUSION_FAMILIES = ("EmbedLayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization",

@@ -29,15 +29,15 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICA
 
 import kdcompress
 from kdcompress.bench.machine import library_versions
-from kdcompress.compress import teacher as teachers
-from kdcompress.compress.batching import TextBatcher, token_id_map
-from kdcompress.compress.config import DistillConfig
-from kdcompress.compress.loop import LoopSettings
-from kdcompress.compress.recipes.finetune import finetune
-from kdcompress.compress.recipes.finetune_kd import finetune_kd
-from kdcompress.compress.recipes.pretrain_kd import pretrain_kd
-from kdcompress.compress.students import build_student, plan_student
-from kdcompress.compress.vocab import collect_token_ids, trim_tokenizer
+from kdcompress.training import teacher_loading as teachers
+from kdcompress.training.batching import TextBatcher, token_id_map
+from kdcompress.training.config import DistillConfig
+from kdcompress.training.loop import LoopSettings
+from kdcompress.training.recipes.finetune import finetune
+from kdcompress.training.recipes.finetune_kd import finetune_kd
+from kdcompress.training.recipes.pretrain_kd import pretrain_kd
+from kdcompress.training.students import build_student, plan_student
+from kdcompress.training.vocab import collect_token_ids, trim_tokenizer
 from kdcompress.data.corpus import load_corpus
 from kdcompress.data.languages import parse_lang_list
 from kdcompress.data.tasks import Example, Task, data_dir_from_env, fingerprint, get_task, normalise_lang

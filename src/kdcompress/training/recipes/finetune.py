@@ -8,8 +8,8 @@ from pathlib import Path
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from kdcompress.compress.batching import TextBatcher, model_inputs
-from kdcompress.compress.loop import LoopResult, LoopSettings, run_training
+from kdcompress.training.batching import TextBatcher, model_inputs
+from kdcompress.training.loop import LoopResult, LoopSettings, run_training
 
 
 def finetune(*, model: PreTrainedModel, batcher: TextBatcher, settings: LoopSettings, checkpoint_dir: Path,

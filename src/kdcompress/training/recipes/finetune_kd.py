@@ -12,10 +12,10 @@ import torch
 from rich.progress import Progress
 from transformers import PreTrainedModel
 
-from kdcompress.compress import losses
-from kdcompress.compress.batching import TextBatcher, model_inputs
-from kdcompress.compress.loop import LoopResult, LoopSettings, run_training
-from kdcompress.compress.projection import HiddenProjection, paired_hidden_states
+from kdcompress.training import losses
+from kdcompress.training.batching import TextBatcher, model_inputs
+from kdcompress.training.loop import LoopResult, LoopSettings, run_training
+from kdcompress.training.projection import HiddenProjection, paired_hidden_states
 
 
 @torch.inference_mode()

@@ -1,1 +1,0 @@
-"""One readable recipe per training stage, each over the shared loop in `kdcompress.compress.loop`."""

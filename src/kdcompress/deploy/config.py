@@ -1,0 +1,65 @@
+"""Every setting of `export-onnx`, as one dataclass: the CLI, the `[export]` TOML table and the API build it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kdcompress.errors import KDCompressError
+from kdcompress.settings import Settings, setting
+
+QUANTIZE_MODES = ("none", "dynamic", "static")
+DEFAULT_OPSET = 17  # first opset with a LayerNormalization op; ORT >= 1.14 and Optimum's fusions handle it
+
+
+@dataclass
+class ExportConfig(Settings):
+    table = "export"
+
+    model_dir: str = setting("", help="Model directory (config.json, model.safetensors, tokenizer).", cli=False)
+    out: str = setting("", help="Output directory; must not exist (see --overwrite).", cli=False)
+    optimize: bool = setting(False, help="Fuse transformer operators with ONNX Runtime (attention, "
+                             "skip-layer-norm, bias-GELU, embedding layer-norm).")
+    quantize: str = setting("none", help="none | dynamic | static (int8).")
+    calibration_data: str | None = setting(None, help="For --quantize static: a text file (one example a line, "
+                                           "TAB before a pair's second text) or TASK:LANG[:SPLIT], e.g. sib200:en. "
+                                           "Default: --task's training split in the source language.")
+    accuracy_goal: float | None = setting(None, help="Accuracy-aware int8: keep every language's dev accuracy "
+                                          "within this of the fp32 model (e.g. 0.01), falling back the most "
+                                          "sensitive operators to fp32. Exit status 3 when no model meets it "
+                                          "(the best one is still saved).")
+    keep_embeddings_fp32: bool = setting(False, help="Quantize the matrix multiplies only, not the embedding table.")
+    task: str | None = setting(None, help="Task for the check and --accuracy-goal (sib200, xnli, pawsx). "
+                               "Default: distill.json's, or the one whose labels match.")
+    langs: list[str] | None = setting(None, help="Comma-separated languages to check (or 'all'). "
+                                      "Default: distill.json's, else a spread of scripts.")
+    data_dir: str | None = setting(None, help="Local data folder laid out like shared/data "
+                                   "(default: $KDCOMPRESS_DATA_DIR, else the hub).")
+    calibration_samples: int = setting(128, help="Examples for --quantize static calibration.")
+    check_samples: int = setting(32, help="Dev sentences per language for the check.")
+    eval_samples: int = setting(200, help="Dev examples per language for --accuracy-goal.")
+    max_trials: int = setting(10, help="Quantize-and-evaluate trials for --accuracy-goal.")
+    opset: int = setting(DEFAULT_OPSET, help="ONNX opset.")
+    overwrite: bool = setting(False, help="Replace OUT if it exists.")
+    progress: bool = setting(True, help="Show progress and the closing summary.", cli=False)
+
+    def check(self) -> "ExportConfig":
+        if not self.model_dir:
+            raise KDCompressError("no model directory: pass MODEL_DIR (a directory made by `kdcompress distill`)")
+        if not self.out:
+            raise KDCompressError("no output directory: pass --out DIR")
+        if self.quantize not in QUANTIZE_MODES:
+            raise KDCompressError(f"--quantize {self.quantize!r} is not one of {', '.join(QUANTIZE_MODES)}")
+        if self.calibration_data is not None and self.quantize != "static":
+            raise KDCompressError("--calibration-data only applies to --quantize static; add --quantize static or drop it")
+        if self.accuracy_goal is not None and self.quantize == "none":
+            raise KDCompressError("--accuracy-goal needs int8: add --quantize dynamic or --quantize static")
+        if self.accuracy_goal is not None and not 0 <= self.accuracy_goal < 1:
+            raise KDCompressError(f"--accuracy-goal {self.accuracy_goal} must be an accuracy difference in [0, 1), "
+                                  "e.g. 0.01 for one point")
+        if not 7 <= self.opset <= 20:
+            raise KDCompressError(f"--opset {self.opset} is outside what torch.onnx and onnxruntime support here "
+                                  f"(7-20); use the default {DEFAULT_OPSET}")
+        for name in ("check_samples", "eval_samples", "calibration_samples", "max_trials"):
+            if getattr(self, name) < 1:
+                raise KDCompressError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        return self

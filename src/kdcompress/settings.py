@@ -1,0 +1,190 @@
+"""Each command's settings are one dataclass: its defaults and help are declared once, and the CLI,
+TOML tables and the Python API all build it the same way (nanoGPT's configurator.py, typed).
+
+A settings class subclasses `Settings`, gives each field `help=` through `setting(...)`, and may
+override `check()` for cross-field rules. `from_dict` refuses unknown names and wrong types in one
+line, before any work starts, so a typo in a TOML table never surfaces after hours of training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from kdcompress.errors import KDCompressError
+
+S = TypeVar("S", bound="Settings")
+_MISSING = dataclasses.MISSING
+
+
+def setting(default: Any = _MISSING, *, help: str, factory: Any = _MISSING, cli: bool = True) -> Any:
+    """A dataclass field that carries its own help text (shown by `--help` and by config errors).
+
+    `cli=False` keeps a setting out of the command line (API- and TOML-only, e.g. progress display).
+    """
+    metadata = {"help": help, "cli": cli}
+    if factory is not _MISSING:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}s"
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+def _split_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def coerce(value: Any, hint: Any, *, where: str) -> Any:
+    """`value` as type `hint`, or one line naming the setting and what it takes.
+
+    Strings are accepted for lists (comma-separated, as typed on a command line) and for numbers only
+    where they come from a command line; TOML values must already have the right type.
+    """
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, where=where)
+            except KDCompressError as exc:
+                errors.append(exc)
+        raise KDCompressError(f"{where} must be {_type_name(hint)}, not {value!r}")
+    if origin is dict:
+        key_hint, value_hint = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise KDCompressError(f"{where} must be a table of {_type_name(value_hint)}s, not {value!r}")
+        return {coerce(k, key_hint, where=where): coerce(v, value_hint, where=where) for k, v in value.items()}
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        items = _split_list(value) if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise KDCompressError(f"{where} must be {_type_name(hint)}, not {value!r}")
+        return [coerce(item, item_hint, where=where) for item in items]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, Path):
+            return str(value)
+    elif hint is Any:
+        return value
+    raise KDCompressError(f"{where} must be {_type_name(hint)}, not {value!r}")
+
+
+class Settings:
+    """Mixin for a command's settings dataclass."""
+
+    #: The TOML table and the command these settings belong to, for messages: e.g. "export".
+    table: ClassVar[str] = ""
+
+    @classmethod
+    def field_help(cls, name: str) -> str:
+        field = {f.name: f for f in dataclasses.fields(cls)}[name]
+        default = field.default if field.default is not _MISSING else field.default_factory()  # type: ignore[misc]
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        suffix = "" if default is None or default == [] else f" (default: {shown})"
+        return field.metadata.get("help", "") + suffix
+
+    @classmethod
+    def hints(cls) -> dict[str, Any]:
+        return typing.get_type_hints(cls)
+
+    @classmethod
+    def from_dict(cls: type[S], values: dict[str, Any], *, where: str | None = None) -> S:
+        """Build and check the settings; unknown names and wrong types are one clear line."""
+        where = where or f"[{cls.table}]"
+        values = {key.replace("-", "_"): value for key, value in values.items()}
+        hints = cls.hints()
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise KDCompressError(f"unknown {cls.table} setting(s) {', '.join(unknown)} in {where}; "
+                                  f"see `kdcompress {cls.table} --help` for the names")
+        typed = {name: coerce(value, hints[name], where=f"{cls.table} setting {name} in {where}")
+                 for name, value in values.items()}
+        return cls(**typed).check()  # type: ignore[call-arg]
+
+    def replace(self: S, **changes: Any) -> S:
+        """A copy with `changes` applied, typed and checked like any other input."""
+        return type(self).from_dict({**self.to_dict(), **changes}, where="the keyword arguments")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def check(self: S) -> S:
+        """Cross-field and range rules; raise KDCompressError with the option name and the fix."""
+        return self
+
+
+def build(cls: type[S], config: S | None, overrides: dict[str, Any]) -> S:
+    """What every API function does with `(config=None, **overrides)`: defaults < config < overrides."""
+    base = config.to_dict() if config is not None else {}
+    return cls.from_dict({**base, **overrides}, where="the keyword arguments" if overrides else None)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KDCompressError(f"config file {path} not found; check the --config path") from None
+    except IsADirectoryError:
+        raise KDCompressError(f"config file {path} is a directory; pass a .toml file to --config") from None
+    except UnicodeDecodeError:
+        raise KDCompressError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise KDCompressError(f"config file {path} is not valid TOML ({exc}); fix the line it names") from None
+
+
+def table(document: dict[str, Any], name: str, path: str | Path, *, required: bool) -> dict[str, Any]:
+    """The `[name]` table of a parsed TOML document, with option names as on the command line."""
+    found = document.get(name)
+    if found is None:
+        if required:
+            raise KDCompressError(f"config file {path} has no [{name}] table; add one with this command's settings")
+        return {}
+    if not isinstance(found, dict):
+        raise KDCompressError(f"[{name}] in {path} must be a table of settings, not a single value")
+    return {key.replace("-", "_"): value for key, value in found.items()}
+
+
+def merged(cls: type[S], config_file: str | Path | None, given: dict[str, Any]) -> S:
+    """The CLI's rule: the file's `[cls.table]` table, overridden by the options given on the command line."""
+    given = {k: v for k, v in given.items() if v is not None}
+    from_file = table(read_toml(config_file), cls.table, config_file, required=True) if config_file else {}
+    source = f"{config_file} [{cls.table}] or the command line" if config_file else "the command line"
+    return cls.from_dict({**from_file, **given}, where=source)
