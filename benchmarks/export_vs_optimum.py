@@ -99,11 +99,12 @@ def export_ours(model_dir: Path, work: Path, data_dir: Path, *, fused: bool) -> 
 
     # A short check (the benchmark is about speed); `kdcompress export-onnx` checks 10 languages by default.
     common = dict(task="sib200", langs="en,zh", data_dir=data_dir, check_samples=4, progress=False)
-    paths = {"ours fp32": export_onnx(model_dir, work / "ours_fp32", **common) / "model.onnx",
-             "ours int8": export_onnx(model_dir, work / "ours_int8", quantize="dynamic", **common) / "model.onnx"}
+    paths = {"ours fp32": export_onnx(model_dir=model_dir, out=work / "ours_fp32", **common).model_path,
+             "ours int8": export_onnx(model_dir=model_dir, out=work / "ours_int8", quantize="dynamic",
+                                      **common).model_path}
     if fused:
-        paths["ours int8 fused"] = export_onnx(model_dir, work / "ours_int8_fused", optimize=True,
-                                               quantize="dynamic", **common) / "model.onnx"
+        paths["ours int8 fused"] = export_onnx(model_dir=model_dir, out=work / "ours_int8_fused", optimize=True,
+                                               quantize="dynamic", **common).model_path
     return paths
 
 
@@ -208,7 +209,7 @@ def main(argv=None) -> int:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
 
-    from kdcompress.deploy.quantize import choose_int8_scheme, detect_cpu_features
+    from kdcompress.deploy.int8_scheme import choose_int8_scheme, detect_cpu_features
 
     console = Console()
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]

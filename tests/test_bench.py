@@ -11,7 +11,8 @@ import pytest
 
 from kdcompress.bench import accuracy as acc
 from kdcompress.bench.latency import REAL, Cell, make_cells, summarize, text_batches
-from kdcompress.bench.run import parse_int_list, parse_model_specs, pareto_front
+from kdcompress.bench.config import BenchConfig
+from kdcompress.bench.run import BenchResult, parse_model_specs, pareto_front, run_bench
 from kdcompress.data.tasks import SIB_LABELS, XNLI_LABELS, Example, get_task
 from kdcompress.errors import KDCompressError
 
@@ -74,9 +75,58 @@ def test_parse_model_specs_and_int_lists():
         parse_model_specs(["a=x", "a=y"])
     with pytest.raises(KDCompressError, match="NAME=PATH"):
         parse_model_specs(["=x"])
-    assert parse_int_list("1, 8,32", "--batch-sizes") == (1, 8, 32)
-    with pytest.raises(KDCompressError, match="--seq-lens"):
-        parse_int_list("32,long", "--seq-lens")
+    # The command line's comma-separated lists become whole numbers in BenchConfig.
+    assert BenchConfig.from_dict({"batch_sizes": "1, 8,32"}).batch_sizes == [1, 8, 32]
+    with pytest.raises(KDCompressError, match="seq_lens"):
+        BenchConfig.from_dict({"seq_lens": "32,long"}, where="the command line")
+
+
+# --- settings: a [bench] table or keyword arguments are checked before any work ------------------
+
+@pytest.mark.parametrize("table, expected", [
+    ({"limit": 12, "batch_size": [1]}, r"unknown bench setting\(s\) batch_size in \[bench\]; see `kdcompress bench --help`"),
+    ({"measure_memory": False}, r"unknown bench setting\(s\) measure_memory"),
+    ({"repeats": "many"}, r"bench setting repeats in \[bench\] must be a whole number, not 'many'"),
+    ({"real_lengths": "yes"}, r"bench setting real_lengths .* must be true or false"),
+    ({"batch_sizes": [1, "x"]}, r"bench setting batch_sizes .* must be a whole number, not 'x'"),
+    ({"models": ["runs/a"]}, r"bench setting models .* must be a table of .*strings"),
+    ({"device": "tpu"}, r"--device 'tpu' is not one of cpu, cuda"),
+    ({"rounds": 0}, r"--rounds must be at least 1, got 0"),
+    ({"max_seconds_per_cell": 0}, r"--max-seconds-per-cell must be positive"),
+])
+def test_bench_table_is_checked_in_one_line(table, expected):
+    with pytest.raises(KDCompressError, match=expected) as caught:
+        BenchConfig.from_dict(table)
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_a_bench_table_round_trips_and_keywords_override_it():
+    cfg = BenchConfig.from_dict({"limit": 12, "batch_sizes": [1, 8], "seq_lens": [128], "memory": False})
+    assert (cfg.limit, cfg.batch_sizes, cfg.seq_lens, cfg.memory) == (12, [1, 8], [128], False)
+    assert BenchConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.replace(limit=4).limit == 4 and cfg.limit == 12
+
+
+@pytest.mark.parametrize("seq_lens, expected", [
+    ([0], "--seq-lens must be a list of positive whole numbers, got 0"),
+    ("x", "bench setting seq_lens .* must be .*whole number.*'x'"),
+    ([], "--seq-lens must be a list of positive whole numbers, got nothing"),
+    ([1024], "--seq-lens values above 512"),
+])
+def test_bad_seq_lens_fail_before_any_work(seq_lens, expected, tmp_path, monkeypatch):
+    import kdcompress.bench.run as run
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the settings were checked")
+
+    monkeypatch.setattr(run, "get_task", no_work)
+    monkeypatch.setattr(run, "load_runner", no_work)
+    with pytest.raises(KDCompressError, match=expected):
+        run_bench(models={"m": str(tmp_path / "model")}, task="sib200", out=str(tmp_path / "r"), seq_lens=seq_lens,
+                  quiet=True)
+    with pytest.raises(KDCompressError, match=expected):
+        BenchConfig.from_dict({"seq_lens": seq_lens})
+    assert not (tmp_path / "r").exists()
 
 
 class KeywordRunner:
@@ -136,11 +186,16 @@ def test_machine_facts_name_cpu_flags_and_libraries():
     assert "physical cores" in cpu_summary(facts)
 
 
-def test_package_is_the_bench_function():
-    import kdcompress
-    import kdcompress.bench.run
+def test_bench_package_api_is_plain_and_lazy():
+    import types
 
-    assert callable(kdcompress.bench)
+    import kdcompress.bench
+
+    assert type(kdcompress.bench) is types.ModuleType and not callable(kdcompress.bench)
+    assert kdcompress.bench.run_bench is run_bench and kdcompress.bench.BenchResult is BenchResult
+    assert kdcompress.bench.BenchConfig is BenchConfig
+    with pytest.raises(AttributeError, match="no attribute 'bench'"):
+        kdcompress.bench.bench
 
 
 # --- real models: a tiny SIB-200 classifier with mBERT's real tokenizer ------------------------------
@@ -166,8 +221,8 @@ def _tiny_sib_classifier(out: Path, vocab_dir: Path) -> Path:
 def _export_fp32_onnx(model_dir: Path, out: Path, data_dir: Path) -> Path:
     from kdcompress.deploy.export import export_onnx
 
-    return Path(export_onnx(model_dir, out, task="sib200", langs="en", data_dir=data_dir, check_samples=4,
-                            progress=False))
+    return Path(export_onnx(model_dir=str(model_dir), out=str(out), task="sib200", langs="en", data_dir=str(data_dir),
+                            check_samples=4, progress=False).out)
 
 
 @pytest.fixture(scope="module")
@@ -196,20 +251,21 @@ def test_onnx_and_pytorch_forms_give_the_same_accuracy(sib_models, data_dir):
 
 
 def test_bench_writes_a_well_formed_report(sib_models, data_dir, tmp_path):
-    from kdcompress.bench.run import bench
-
     import psutil
 
     out = tmp_path / "report"
     # Ballast: the memory probes must report their own peak, not this (larger) parent's.
     ballast = np.ones(400 * 2**20 // 8)
     parent_rss_mb = psutil.Process().memory_info().rss / 2**20
-    result = bench(dict(sib_models), task="sib200", source_lang="en", target_langs="de,fra_Latn", data_dir=data_dir,
-                   out=out, limit=12, baseline="pt", **FAST)
+    result = run_bench(models=dict(sib_models), task="sib200", source_lang="en", target_langs="de,fra_Latn",
+                       data_dir=data_dir, out=out, limit=12, baseline="pt", **FAST)
     del ballast
 
-    assert sorted(p.name for p in out.iterdir()) == sorted(result["files"])
+    assert isinstance(result, BenchResult) and result.out == out
+    assert sorted(p.name for p in out.iterdir()) == sorted(result.payload["files"])
     saved = json.loads((out / "bench.json").read_text())
+    assert saved == json.loads(json.dumps(result.payload))
+    assert saved["settings"]["models"] == {name: str(path) for name, path in sib_models.items()}
     assert saved["settings"]["target_langs"] == ["de", "fr"]
     assert saved["settings"]["threads"] == 1 and saved["settings"]["threads_source"] == "set by --threads"
     assert saved["machine"]["cpu"]["flags"] and saved["machine"]["libraries"]["onnxruntime"]
@@ -233,18 +289,19 @@ def test_bench_writes_a_well_formed_report(sib_models, data_dir, tmp_path):
 
 
 def test_latency_models_times_a_subset_and_still_measures_every_accuracy(sib_models, data_dir, tmp_path):
-    from kdcompress.bench.run import bench
-
-    settings = dict(FAST, batch_sizes=(2,), real_lengths=False, measure_memory=False)
-    result = bench(dict(sib_models), task="sib200", target_langs="de", data_dir=data_dir, out=tmp_path / "r",
-                   limit=6, latency_models=["onnx"], baseline="onnx", **settings)
-    assert set(result["headline"]) == {"onnx"} and {e["model"] for e in result["latency"]} == {"onnx"}
-    assert set(result["accuracy"]) == {"pt", "onnx"}
-    assert result["settings"]["headline"]["label"] == "b2×L16"
+    # A config (as a [bench] table gives) plus keyword overrides, the way the experiment calls it.
+    config = BenchConfig.from_dict(dict(FAST, batch_sizes=[2], real_lengths=False, memory=False))
+    result = run_bench(config, models=dict(sib_models), task="sib200", target_langs="de", data_dir=data_dir,
+                       out=tmp_path / "r", limit=6, latency_models=["onnx"], baseline="onnx")
+    payload = result.payload
+    assert set(payload["headline"]) == {"onnx"} and {e["model"] for e in payload["latency"]} == {"onnx"}
+    assert set(payload["accuracy"]) == {"pt", "onnx"}
+    assert payload["settings"]["headline"]["label"] == "b2×L16"
+    assert payload["settings"]["measure_memory"] is False
     assert "| pt | pytorch |" in (tmp_path / "r" / "bench.md").read_text()
     with pytest.raises(KDCompressError, match="include the baseline 'pt'"):
-        bench(dict(sib_models), task="sib200", target_langs="de", data_dir=data_dir, out=tmp_path / "r2",
-              latency_models=["onnx"], baseline="pt", **settings)
+        run_bench(config, models=dict(sib_models), task="sib200", target_langs="de", data_dir=data_dir,
+                  out=tmp_path / "r2", latency_models=["onnx"], baseline="pt")
 
 
 # --- the command line ----------------------------------------------------------------------------
@@ -322,3 +379,81 @@ def test_cuda_without_a_gpu_says_so(sib_models, data_dir, tmp_path):
                       "--out", str(tmp_path / name), "--limit", "4", "--device", "cuda", "--no-memory")
         assert result.exit_code == 2
         assert "--device cuda" in result.output and "use --device cpu" in " ".join(result.output.split())
+
+
+# --- exported models through the predictor, on every runtime -------------------------------------
+
+@pytest.fixture(scope="module")
+def openvino_export(sib_models, tmp_path_factory, data_dir) -> Path:
+    pytest.importorskip("openvino", reason="openvino is not installed: pip install 'kdcompress[openvino]'")
+    from kdcompress.deploy.export import export_onnx
+
+    out = tmp_path_factory.mktemp("bench_ov") / "ov"
+    return Path(export_onnx(model_dir=str(sib_models["pt"]), out=str(out), runtime="openvino", task="sib200",
+                            langs="en", data_dir=str(data_dir), check_samples=4, eval_samples=4,
+                            progress=False).out)
+
+
+def test_bench_runs_exported_models_on_every_runtime(sib_models, openvino_export, data_dir, tmp_path):
+    models = {"pt": sib_models["pt"], "onnx": sib_models["onnx"], "ov": openvino_export}
+    result = run_bench(models=models, task="sib200", target_langs="de", data_dir=data_dir, out=tmp_path / "r",
+                       limit=40, baseline="pt", runtime="all", **dict(FAST, batch_sizes=(2,), real_lengths=False))
+    payload = result.payload
+    assert list(payload["models"]) == ["pt", "onnx@onnxruntime", "onnx@openvino", "ov@openvino"]
+    info = payload["models"]
+    assert [info[n]["runtime"] for n in list(info)[1:]] == ["onnxruntime", "openvino", "openvino"]
+    assert info["onnx@onnxruntime"]["served_by"] == "kdcompress.runtime.Predictor"
+    for name in ("onnx@onnxruntime", "onnx@openvino", "ov@openvino"):
+        # the memory probe imported the predictor only, and timed process start -> first prediction
+        assert info[name]["heavy_modules_loaded"] == [] and info[name]["probe_imports"].endswith("only")
+        assert 0 < info[name]["cold_start_seconds"] < 60
+        assert info[name]["peak_rss_mb"] < info["pt"]["peak_rss_mb"]  # no torch, no transformers
+        throughput = info[name]["throughput"]
+        assert throughput["rows"] == 80 and throughput["batch_size"] == 32
+        assert throughput["bucketed_rows_per_s"] > 0 and throughput["arrival_rows_per_s"] > 0
+        assert throughput["bucketed_vs_arrival"] == pytest.approx(
+            throughput["bucketed_rows_per_s"] / throughput["arrival_rows_per_s"])
+    assert "throughput" not in info["pt"]
+    # the same model, the same answers, on both runtimes (fp32)
+    assert payload["accuracy"]["onnx@openvino"]["per_language"] == payload["accuracy"]["onnx@onnxruntime"][
+        "per_language"] == payload["accuracy"]["pt"]["per_language"]
+    assert {e["model"] for e in payload["latency"]} == set(info)
+    markdown = (tmp_path / "r" / "bench.md").read_text()
+    assert "Serving exported models" in markdown and "| onnx@openvino | openvino |" in markdown
+
+
+def test_bench_default_runtime_keeps_names_and_notes_what_openvino_cannot_run(sib_models, data_dir, tmp_path):
+    pytest.importorskip("openvino", reason="openvino is not installed: pip install 'kdcompress[openvino]'")
+    from kdcompress.bench.run import expand_runtimes, runtime_of
+
+    plan = BenchConfig.from_dict({"models": {k: str(v) for k, v in sib_models.items()}, "runtime": "onnxruntime",
+                                  "out": "x"})
+    plan = plan.replace(baseline="pt", latency_models=["pt", "onnx"])
+    same, notes = expand_runtimes(plan)
+    assert list(same.models) == ["pt", "onnx"] and notes == [] and runtime_of("onnx") is None
+    dynamic = tmp_path / "dynamic"
+    dynamic.mkdir()
+    for f in sib_models["onnx"].iterdir():
+        (dynamic / f.name).write_bytes(f.read_bytes())
+    (dynamic / "export.json").write_text(json.dumps({"precision": "int8", "quantization": {"mode": "dynamic"}}))
+    mixed = plan.replace(models={"pt": str(sib_models["pt"]), "int8": str(dynamic)}, runtime="all",
+                         latency_models=["pt", "int8"])
+    expanded, notes = expand_runtimes(mixed)
+    assert list(expanded.models) == ["pt", "int8@onnxruntime"] and expanded.latency_models == list(expanded.models)
+    assert "int8 was not run on OpenVINO" in notes[0] and "MatMulInteger" in notes[0]
+    assert runtime_of("int8@onnxruntime") == "onnxruntime" and runtime_of("a@b") is None
+
+
+def test_bench_openvino_without_the_extra_is_one_line(sib_models, data_dir, tmp_path, monkeypatch):
+    import sys
+
+    from kdcompress.bench import run
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    monkeypatch.setattr(run, "load_runner", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(KDCompressError, match=r"pip install 'kdcompress\[openvino\]'") as info:
+        run_bench(models={"onnx": str(sib_models["onnx"])}, task="sib200", target_langs="de", data_dir=data_dir,
+                  out=tmp_path / "r", runtime="openvino", **FAST)
+    assert "\n" not in str(info.value) and not (tmp_path / "r").exists()
+    with pytest.raises(KDCompressError, match="--runtime 'tensorrt'"):
+        BenchConfig.from_dict({"runtime": "tensorrt"})

@@ -58,7 +58,7 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_teacher
     settings = dict(teacher=str(tiny_teacher_dir), task="sib200", data_dir=str(data_dir), target_langs=["de"],
                     strategy="pretrain", student_layers=2, max_steps=4, save_every=2, batch_size=4, max_length=32,
                     corpus_max_sentences=64, seed=7)
-    uninterrupted = distill(out=str(tmp_path / "a"), **settings)
+    uninterrupted = distill(out=str(tmp_path / "a"), **settings).out
 
     real_save = loop._Checkpoint.save
 
@@ -72,7 +72,7 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_teacher
         distill(out=str(tmp_path / "b"), **settings)
     assert not (tmp_path / "b").exists() and (tmp_path / "b.partial").is_dir()
     monkeypatch.setattr(loop._Checkpoint, "save", real_save)
-    resumed = distill(out=str(tmp_path / "b"), resume=True, **settings)
+    resumed = distill(out=str(tmp_path / "b"), resume=True, **settings).out
 
     a, b = load_file(uninterrupted / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys()
@@ -133,7 +133,7 @@ def test_teacher_without_mlm_head(tmp_path, bare_encoder_dir, data_dir):
     (["--data-dir", "/nonexistent/data"], "does not exist"),
     (["--strategy", "magic"], "unknown strategy"),
     (["--student-layers", "9"], "deeper than its 4-layer teacher"),
-    (["--teacher", "/nonexistent/teacher"], "could not load teacher"),
+    (["--teacher", "/nonexistent/teacher"], "teacher directory /nonexistent/teacher does not exist"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, tiny_teacher_dir, data_dir, args, message):
     base = {"--teacher": tiny_teacher_dir, "--data-dir": data_dir, "--task": "sib200", "--out": tmp_path / "x"}

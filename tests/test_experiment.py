@@ -35,7 +35,7 @@ seq_lens = [16]
 repeats = 2
 rounds = 1
 warmup = 0
-measure_memory = false
+memory = false
 """)
     result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
     assert result.exit_code == 0, result.output
@@ -64,7 +64,7 @@ def test_experiment_config_errors(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('[experiment]\nstrategies = ["magic"]\n')
     result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
-    assert result.exit_code == 2 and "unknown strategies" in result.output
+    assert result.exit_code == 2 and "unknown strategy" in result.output
     config.write_text('[experiment]\n[distill]\nteacher = "x"\n')
     result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
     assert result.exit_code == 2 and "set teacher in [experiment], not in [distill]" in result.output

@@ -78,7 +78,11 @@ def fp32_export(tmp_path_factory, classifier_dir, data_dir) -> Path:
     from kdcompress import export_onnx
 
     out = tmp_path_factory.mktemp("exports") / "fp32"
-    return export_onnx(classifier_dir, out, langs="en,de,zh", data_dir=data_dir, check_samples=12, progress=False)
+    result = export_onnx(model_dir=classifier_dir, out=out, langs="en,de,zh", data_dir=data_dir, check_samples=12,
+                         progress=False)
+    assert result.out == out and result.precision == "fp32" and result.goal_met  # no goal asked: met
+    assert json.loads(json.dumps(result.report, default=str)) == _report(out)  # the result is export.json
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +90,10 @@ def int8_fused_export(tmp_path_factory, classifier_dir, data_dir) -> Path:
     from kdcompress import export_onnx
 
     out = tmp_path_factory.mktemp("exports") / "int8_fused"
-    return export_onnx(classifier_dir, out, optimize=True, quantize="dynamic", langs="en,ar,hi", data_dir=data_dir,
-                       check_samples=12, progress=False)
+    result = export_onnx(model_dir=classifier_dir, out=out, optimize=True, quantize="dynamic", langs="en,ar,hi",
+                         data_dir=data_dir, check_samples=12, progress=False)
+    assert result.precision == "int8" and result.goal_met
+    return result.out
 
 
 def _report(out: Path) -> dict:
@@ -186,10 +192,12 @@ def test_quantized_model_runs_on_new_shapes(int8_fused_export, mbert_tokenizer):
 def test_static_int8_and_fp32_embeddings(tmp_path, classifier_dir, data_dir):
     from kdcompress import export_onnx
 
-    out = export_onnx(classifier_dir, tmp_path / "static", quantize="static", calibration_data="sib200:en",
-                      calibration_samples=16, keep_embeddings_fp32=True, langs="en,sw", data_dir=data_dir,
-                      check_samples=8, progress=False)
-    report = _report(out)
+    from kdcompress.deploy.config import ExportConfig
+
+    config = ExportConfig(model_dir=str(classifier_dir), out=str(tmp_path / "static"), quantize="static",
+                          calibration_data="sib200:en", calibration_samples=16, keep_embeddings_fp32=True,
+                          langs=["en", "sw"], data_dir=str(data_dir), check_samples=8, progress=False)
+    report = _report(export_onnx(config).out)  # a whole ExportConfig works as well as keywords
     quant = report["quantization"]
     assert quant["mode"] == "static" and quant["quant_format"] == "QDQ"
     assert quant["calibration"] == {"source": "sib200 train en", "examples": 16}
@@ -205,9 +213,13 @@ def test_static_int8_and_fp32_embeddings(tmp_path, classifier_dir, data_dir):
 def test_accuracy_goal_end_to_end(tmp_path, classifier_dir, data_dir):
     from kdcompress import export_onnx
 
-    out = export_onnx(classifier_dir, tmp_path / "aa", accuracy_goal=0.05, task="sib200", langs="en,th",
-                      data_dir=data_dir, eval_samples=24, check_samples=8, max_trials=3, progress=False)
-    accuracy = _report(out)["accuracy"]
+    # --accuracy-goal alone means dynamic int8.
+    result = export_onnx(model_dir=classifier_dir, out=tmp_path / "aa", accuracy_goal=0.05, task="sib200",
+                         langs="en,th", data_dir=data_dir, eval_samples=24, check_samples=8, max_trials=3,
+                         progress=False)
+    accuracy = _report(result.out)["accuracy"]
+    assert result.goal_met is True and result.precision == "int8"
+    assert _report(result.out)["quantization"]["mode"] == "dynamic"
     assert set(accuracy["fp32_accuracy"]) == set(accuracy["int8_accuracy"]) == {"en", "th"}
     assert accuracy["dev"]["samples_per_language"] == {"en": 24, "th": 24}
     assert accuracy["goal_met"] is True
@@ -221,7 +233,7 @@ def test_accuracy_goal_end_to_end(tmp_path, classifier_dir, data_dir):
 
 
 def _fake_search(tmp_path, accuracy_by_fallback, goal=0.01, max_trials=10):
-    from kdcompress.deploy import quantize as q
+    from kdcompress.deploy import int8_search as q
 
     ranked = [(q.QuantCandidate(f"n{i}", "MatMul", f"w{i}", f"x{i}"), float(i)) for i in range(16)]
     quantized = []
@@ -264,10 +276,12 @@ def test_cli_exit_status_3_when_goal_missed(tmp_path, monkeypatch, classifier_di
     import kdcompress.deploy.export as export_module
     from kdcompress.cli import app
 
-    def fake_export(model_dir, out, **kwargs):
-        Path(out).mkdir()
-        (Path(out) / "export.json").write_text(json.dumps({"accuracy": {"goal_met": False}}))
-        return Path(out)
+    def fake_export(config=None, **overrides):
+        out = Path(overrides.get("out") or config.out)
+        out.mkdir()
+        report = {"accuracy": {"goal_met": False}, "precision": "int8"}
+        (out / "export.json").write_text(json.dumps(report))
+        return export_module.ExportResult(out=out, report=report, goal_met=False, precision="int8")
 
     monkeypatch.setattr(export_module, "export_onnx", fake_export)
     result = CliRunner().invoke(app, ["export-onnx", str(classifier_dir), "--out", str(tmp_path / "o"),
@@ -285,7 +299,8 @@ def test_bert_with_xlmr_tokenizer_has_no_token_type_ids(tmp_path, data_dir):
     # multilingual-e5 / Multilingual-MiniLM: BERT architecture, two segment embeddings, XLM-R tokenizer.
     model_dir = _save_classifier(tmp_path / "e5like", tokenizer, pad_token_id=1, type_vocab_size=2,
                                  tokenizer_class="XLMRobertaTokenizer")
-    out = export_onnx(model_dir, tmp_path / "out", langs="en,fr", data_dir=data_dir, check_samples=8, progress=False)
+    out = export_onnx(model_dir=model_dir, out=tmp_path / "out", langs="en,fr", data_dir=data_dir, check_samples=8,
+                      progress=False).out
     report = _report(out)
     assert [i["name"] for i in report["onnx"]["inputs"]] == ["input_ids", "attention_mask"]
     assert report["check"]["final"]["max_abs_logit_diff"] <= 1e-4
@@ -308,8 +323,8 @@ def test_real_multilingual_e5_with_its_xlmr_tokenizer(tmp_path, e5_teacher_dir, 
     model_dir = tmp_path / "e5_classifier"
     model.save_pretrained(model_dir)
     AutoTokenizer.from_pretrained(e5_teacher_dir).save_pretrained(model_dir)
-    report = _report(export_onnx(model_dir, tmp_path / "out", langs="en,th", data_dir=data_dir, check_samples=4,
-                                 progress=False))
+    report = export_onnx(model_dir=model_dir, out=tmp_path / "out", langs="en,th", data_dir=data_dir, check_samples=4,
+                         progress=False).report
     assert [i["name"] for i in report["onnx"]["inputs"]] == ["input_ids", "attention_mask"]
     assert report["check"]["final"]["max_abs_logit_diff"] <= 1e-4
 
@@ -328,8 +343,8 @@ def test_xlm_roberta_exports_and_reports_unfused_embeddings(tmp_path, data_dir):
     model_dir = tmp_path / "xlmr"
     XLMRobertaForSequenceClassification(config).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    report = _report(export_onnx(model_dir, tmp_path / "out", optimize=True, langs="en", data_dir=data_dir,
-                                 check_samples=8, progress=False))
+    report = export_onnx(model_dir=model_dir, out=tmp_path / "out", optimize=True, langs="en", data_dir=data_dir,
+                         check_samples=8, progress=False).report
     assert [i["name"] for i in report["onnx"]["inputs"]] == ["input_ids", "attention_mask"]
     assert report["check"]["final"]["max_abs_logit_diff"] <= 1e-4
     # RoBERTa's cumsum position ids defeat ORT's embedding fusion: reported, not hidden.
@@ -341,9 +356,8 @@ def test_distilbert_exports_without_token_type_ids(tmp_path, mbert_tokenizer, da
     from kdcompress import export_onnx
 
     model_dir = _save_classifier(tmp_path / "distil", mbert_tokenizer, model_type="distilbert")
-    out = export_onnx(model_dir, tmp_path / "out", quantize="dynamic", langs="en", data_dir=data_dir,
-                      check_samples=8, progress=False)
-    report = _report(out)
+    report = export_onnx(model_dir=model_dir, out=tmp_path / "out", quantize="dynamic", langs="en", data_dir=data_dir,
+                         check_samples=8, progress=False).report
     assert [i["name"] for i in report["onnx"]["inputs"]] == ["input_ids", "attention_mask"]
     assert report["check"]["fp32"]["max_abs_logit_diff"] <= 1e-4
 
@@ -352,8 +366,7 @@ def test_no_data_falls_back_to_synthetic_check(tmp_path, classifier_dir, monkeyp
     from kdcompress import export_onnx
 
     monkeypatch.setenv("KDCOMPRESS_DATA_DIR", str(tmp_path))  # a folder without the task's files
-    out = export_onnx(classifier_dir, tmp_path / "out", progress=False)
-    check = _report(out)["check"]
+    check = export_onnx(model_dir=classifier_dir, out=tmp_path / "out", progress=False).report["check"]
     assert check["source"].startswith("synthetic") and check["fp32"]["max_abs_logit_diff"] <= 1e-4
 
 
@@ -367,7 +380,7 @@ def test_no_data_falls_back_to_synthetic_check(tmp_path, classifier_dir, monkeyp
     ("aarch64", "fp asimd asimddp", False),
 ])
 def test_int8_scheme_follows_cpu(tmp_path, monkeypatch, arch, flags, reduce_range):
-    from kdcompress.deploy import quantize as q
+    from kdcompress.deploy import int8_scheme as q
 
     key = "Features" if arch == "aarch64" else "flags"
     (tmp_path / "cpuinfo").write_text(f"model name\t: Test CPU\n{key}\t\t: {flags}\n")
@@ -435,7 +448,7 @@ def test_error_truncated_weights(tmp_path, classifier_dir):
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     _assert_clean_failure(_run_cli(str(broken), "--out", str(tmp_path / "o")), tmp_path / "o",
-                          "corrupt or truncated")
+                          "truncated or corrupt")
 
 
 def test_error_corrupt_config(tmp_path, classifier_dir):
@@ -465,12 +478,13 @@ def test_error_bad_options(tmp_path, classifier_dir):
 
 
 def test_failed_parity_check_writes_nothing(tmp_path, monkeypatch, classifier_dir, data_dir):
-    import kdcompress.deploy.export as export_module
+    import kdcompress.deploy.checks as checks_module
+    from kdcompress import export_onnx
 
-    monkeypatch.setattr(export_module, "FP32_TOLERANCE", -1.0)  # every graph now "fails" the check
+    monkeypatch.setattr(checks_module, "FP32_TOLERANCE", -1.0)  # every graph now "fails" the check
     out = tmp_path / "o"
     with pytest.raises(KDCompressError, match="differs from PyTorch"):
-        export_module.export_onnx(classifier_dir, out, langs="en", data_dir=data_dir, check_samples=4, progress=False)
+        export_onnx(model_dir=classifier_dir, out=out, langs="en", data_dir=data_dir, check_samples=4, progress=False)
     assert list(tmp_path.iterdir()) == []  # neither OUT nor a staging or work directory is left
 
 
@@ -478,4 +492,30 @@ def test_api_raises_kdcompress_error(tmp_path):
     from kdcompress import export_onnx
 
     with pytest.raises(KDCompressError, match="does not exist"):
-        export_onnx(tmp_path / "missing", tmp_path / "o", progress=False)
+        export_onnx(model_dir=tmp_path / "missing", out=tmp_path / "o", progress=False)
+
+
+@pytest.mark.parametrize("call, needle", [
+    (dict(model_dir="m", out="o", quantise="dynamic"), "unknown export setting(s) quantise"),
+    (dict(model_dir="m", out="o", check_samples="many"), "check_samples"),
+    (dict(model_dir="m", out="o", optimize="yes"), "optimize"),
+    (dict(model_dir="m", out="o", quantize="int4"), "unknown --quantize"),
+    (dict(model_dir="m"), "no output directory"),
+])
+def test_api_bad_settings_are_one_line(tmp_path, monkeypatch, call, needle):
+    from kdcompress import export_onnx
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KDCompressError) as caught:
+        export_onnx(**call)
+    message = str(caught.value)
+    assert needle in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []  # refused before any work
+
+
+def test_api_a_path_in_place_of_the_config_is_one_line(tmp_path):
+    from kdcompress import export_onnx
+
+    with pytest.raises(KDCompressError, match=r"export_onnx\(model_dir=\.\.\., out=") as caught:
+        export_onnx(tmp_path / "m", out=tmp_path / "o")
+    assert "\n" not in str(caught.value)

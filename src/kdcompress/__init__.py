@@ -1,10 +1,11 @@
 """kdcompress: knowledge distillation, ONNX export and CPU benchmarks for multilingual encoders.
 
-The public API mirrors the CLI: `distill`, `import_teacher`, `export_onnx`, `bench`.
+The public API mirrors the CLI: `distill`, `finetune_teacher`, `import_teacher`, `export_onnx`, `run_bench`,
+`run_experiment`, each taking its command's settings dataclass or keyword arguments that build it.
 They are imported lazily so that `import kdcompress` (and `kdcompress --help`) stays fast.
 """
 
-from importlib import import_module
+from kdcompress.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -12,17 +13,22 @@ _API = {
     "distill": "kdcompress.training.distill",
     "finetune_teacher": "kdcompress.training.distill",
     "DistillConfig": "kdcompress.training.config",
+    "DistillResult": "kdcompress.training.distill",
     "import_teacher": "kdcompress.importers",
+    "build_corpus": "kdcompress.data.corpus_builder",
+    "CorpusConfig": "kdcompress.data.corpus_builder",
     "export_onnx": "kdcompress.deploy.export",
-    "bench": "kdcompress.bench.run",
+    "ExportConfig": "kdcompress.deploy.config",
+    "predict_file": "kdcompress.runtime.predict",
+    "PredictConfig": "kdcompress.runtime.predict",
+    "Predictor": "kdcompress.runtime.predictor",
+    "run_bench": "kdcompress.bench.run",
+    "BenchConfig": "kdcompress.bench.config",
     "run_experiment": "kdcompress.experiment",
+    "ExperimentConfig": "kdcompress.experiment.config",
     "KDCompressError": "kdcompress.errors",
 }
 
 __all__ = list(_API)
 
-
-def __getattr__(name: str):
-    if name in _API:
-        return getattr(import_module(_API[name]), name)
-    raise AttributeError(f"module 'kdcompress' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _API)

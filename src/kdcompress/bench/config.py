@@ -8,6 +8,7 @@ from kdcompress.errors import KDCompressError
 from kdcompress.settings import Settings, setting
 
 DEVICES = ("cpu", "cuda")
+RUNTIME_CHOICES = ("onnxruntime", "openvino", "all")
 
 
 @dataclass
@@ -37,7 +38,13 @@ class BenchConfig(Settings):
     max_seconds_per_cell: float = setting(3.0, help="Time cap per model and cell; slow models then get one "
                                           "call per round.")
     max_length: int = setting(128, help="Truncation length for accuracy and real-length latency.")
-    memory: bool = setting(True, help="Measure peak memory and load time of each model in a fresh process.")
+    memory: bool = setting(True, help="Measure peak memory and load time of each model in a fresh process "
+                           "(exported models: a process that imports only the predictor, and its cold start).")
+    runtime: str = setting("onnxruntime", help="Runtimes for exported directories: onnxruntime | openvino | all "
+                           "(each exported model on every runtime asked for that can run it, rows named "
+                           "NAME@RUNTIME; OpenVINO needs pip install 'kdcompress[openvino]').")
+    throughput: bool = setting(True, help="Also time exported models on all the task's sentences at batch 32, "
+                               "length-bucketed vs arrival order (rows/s).")
     latency_models: list[str] | None = setting(None, help="Models to time (default: all; the rest get accuracy "
                                                "only).", cli=False)
     overwrite: bool = setting(False, help="Replace an existing --out folder.")
@@ -47,6 +54,11 @@ class BenchConfig(Settings):
     def check(self) -> "BenchConfig":
         if self.device not in DEVICES:
             raise KDCompressError(f"--device {self.device!r} is not one of {', '.join(DEVICES)}")
+        self.runtime = self.runtime.strip().lower()
+        if self.runtime not in RUNTIME_CHOICES:
+            raise KDCompressError(f"--runtime {self.runtime!r} is not one of {', '.join(RUNTIME_CHOICES)}")
+        if self.runtime != "onnxruntime" and self.device != "cpu":
+            raise KDCompressError(f"--runtime {self.runtime} runs on the CPU; use --device cpu")
         for option, values in (("batch_sizes", self.batch_sizes), ("seq_lens", self.seq_lens)):
             if not values or any(v < 1 for v in values):
                 shown = ",".join(map(str, values)) or "nothing"
@@ -60,5 +72,5 @@ class BenchConfig(Settings):
             if value is not None and value < minimum:
                 raise KDCompressError(f"--{option.replace('_', '-')} must be at least {minimum}, got {value}")
         if self.max_seconds_per_cell <= 0:
-            raise KDCompressError("--max-seconds-per-cell must be positive")
+            raise KDCompressError(f"--max-seconds-per-cell must be positive, got {self.max_seconds_per_cell}")
         return self

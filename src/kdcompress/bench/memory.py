@@ -1,9 +1,13 @@
-"""Peak memory and load time of one model, measured in a fresh process of its own.
+"""Peak memory, load time and cold start of one model, measured in a fresh process of its own.
 
 Why a subprocess: a process's peak RSS only grows, so measuring several models in the
 benchmark process would charge each one with everything loaded before it. A short-lived
 `python -m kdcompress.bench.memory` loads one model, runs the largest grid batch once (the
 activations count too) and reports its own peak.
+
+An exported directory is probed as it is served: the process imports only the predictor
+(`kdcompress.runtime`: onnxruntime or openvino, tokenizers, numpy - no torch, no transformers),
+and cold start is the wall time from the parent starting the process to the first prediction.
 """
 
 from __future__ import annotations
@@ -39,8 +43,55 @@ def _peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, others KiB
 
 
-def probe(path: str, device: str, threads: int, max_length: int, batch_size: int, seq_len: int) -> dict:
+def probe_exported(path: str, threads: int, max_length: int, batch_size: int, seq_len: int,
+                   runtime: str | None, spawned_at: float | None) -> dict:
+    """Runs inside the fresh process for an exported directory: only the predictor is imported."""
+    import numpy as np
+    import psutil
+
+    process = psutil.Process()
+    baseline = process.memory_info().rss  # the interpreter, psutil and numpy
+    started = time.perf_counter()
+    from kdcompress.runtime.predictor import Predictor
+
+    import_seconds = time.perf_counter() - started
+    predictor = Predictor(path, threads=threads, backend=runtime or "auto", max_length=max_length)
+    load_seconds = time.perf_counter() - started - import_seconds
+    after_load = process.memory_info().rss
+    predictor.predict([PROBE_TEXT])
+    first_prediction_at = time.time()
+    first_seconds = time.perf_counter() - started - import_seconds - load_seconds
+    # The largest grid batch at its fixed length, as the PyTorch probe runs it.
+    encoder = predictor.encoder
+    length = min(seq_len, encoder.max_length)
+    rows = encoder.encode([" ".join([PROBE_TEXT] * 20)] * batch_size)
+    for row in rows:
+        row.truncate(length)
+    predictor.backend.run(predictor._feed(encoder.pad(rows, width=max(len(r.ids) for r in rows))))
+    peak = max(_peak_rss_bytes(), process.memory_info().rss)
+    heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "nncf"})
+    return {
+        "load_seconds": load_seconds,
+        "import_seconds": import_seconds,
+        "first_prediction_seconds": first_seconds,
+        "cold_start_seconds": (first_prediction_at - spawned_at) if spawned_at else None,
+        "peak_rss_mb": peak / 2**20,
+        "rss_after_imports_mb": baseline / 2**20,
+        "rss_after_load_mb": after_load / 2**20,
+        "model_rss_mb": (peak - baseline) / 2**20,
+        "probe_batch": [batch_size, length],
+        "probe_imports": "kdcompress.runtime.Predictor only",
+        "heavy_modules_loaded": heavy,
+        "runtime": predictor.backend_name,
+    }
+
+
+def probe(path: str, device: str, threads: int, max_length: int, batch_size: int, seq_len: int,
+          runtime: str | None = None, spawned_at: float | None = None) -> dict:
     """Runs inside the fresh process: import, load, one forward pass, then report."""
+    if device == "cpu" and (Path(path) / "config.json").is_file() and \
+            ((Path(path) / "model.onnx").is_file() or (Path(path) / "openvino_model.xml").is_file()):
+        return probe_exported(path, threads, max_length, batch_size, seq_len, runtime, spawned_at)
     import psutil
 
     # The libraries every backend pays for are loaded before the baseline is taken (transformers'
@@ -57,10 +108,13 @@ def probe(path: str, device: str, threads: int, max_length: int, batch_size: int
     runner = load_runner(path, device, threads, max_length=max_length)
     load_seconds = time.perf_counter() - started
     after_load = process.memory_info().rss
+    runner.logits([PROBE_TEXT], pad_to=None)
+    first_prediction_at = time.time()
     runner.logits([PROBE_TEXT] * batch_size, pad_to=min(seq_len, runner.max_positions))
     peak = max(_peak_rss_bytes(), process.memory_info().rss)
     result = {
         "load_seconds": load_seconds,
+        "cold_start_seconds": (first_prediction_at - spawned_at) if spawned_at else None,
         "peak_rss_mb": peak / 2**20,
         "rss_after_imports_mb": baseline / 2**20,
         "rss_after_load_mb": after_load / 2**20,
@@ -75,8 +129,8 @@ def probe(path: str, device: str, threads: int, max_length: int, batch_size: int
 
 
 def measure_memory(path: Path, *, device: str, threads: int, max_length: int, batch_size: int,
-                   seq_len: int) -> dict:
-    """Run `probe` in a fresh interpreter and return its report."""
+                   seq_len: int, runtime: str | None = None) -> dict:
+    """Run `probe` in a fresh interpreter and return its report (exported directories: on `runtime`)."""
     import kdcompress
 
     env = dict(os.environ)
@@ -85,6 +139,9 @@ def measure_memory(path: Path, *, device: str, threads: int, max_length: int, ba
     command = [sys.executable, "-m", "kdcompress.bench.memory", str(path), "--device", device,
                "--threads", str(threads), "--max-length", str(max_length), "--batch-size", str(batch_size),
                "--seq-len", str(seq_len)]
+    if runtime:
+        command += ["--runtime", runtime]
+    command += ["--spawned-at", repr(time.time())]
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -105,9 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--runtime", default=None)
+    parser.add_argument("--spawned-at", type=float, default=None)
     args = parser.parse_args(argv)
     try:
-        report = probe(args.path, args.device, args.threads, args.max_length, args.batch_size, args.seq_len)
+        report = probe(args.path, args.device, args.threads, args.max_length, args.batch_size, args.seq_len,
+                       args.runtime, args.spawned_at)
     except KDCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

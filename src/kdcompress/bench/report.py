@@ -122,8 +122,36 @@ def accuracy_table(result: dict) -> Table:
                  f"in brackets: points vs baseline {settings['baseline']})", headers, rows, right_from=1)
 
 
+def serving_table(result: dict) -> Table | None:
+    """Exported models as served by kdcompress.runtime.Predictor: memory and cold start of a process that
+    imports only the predictor, and throughput with length buckets vs arrival order."""
+    rows = []
+    for name, info in result["models"].items():
+        if info.get("served_by") != "kdcompress.runtime.Predictor":
+            continue
+        tp = info.get("throughput") or {}
+        cold = info.get("cold_start_seconds")
+        rows.append([name, info.get("runtime", "?"), info.get("inference_precision") or "–", _mb(info.get("size_mb")),
+                     _mb(info.get("peak_rss_mb")),
+                     "–" if info.get("peak_rss_mb") is None or info.get("size_mb") is None
+                     else _mb(info["peak_rss_mb"] - info["size_mb"]),
+                     "–" if cold is None else f"{cold:.2f}",
+                     f"{tp['bucketed_rows_per_s']:.0f}" if tp else "–", f"{tp['arrival_rows_per_s']:.0f}" if tp else "–",
+                     f"{tp['bucketed_vs_arrival']:.2f}×" if tp else "–"])
+    if not rows:
+        return None
+    some = next((i["throughput"] for i in result["models"].values() if i.get("throughput")), None)
+    what = (f"{some['rows']} sentences at batch {some['batch_size']}, end to end" if some else "not measured")
+    return Table("Serving exported models (kdcompress.runtime.Predictor, no torch): peak RSS and cold start (process "
+                 "start to first prediction) of a fresh process importing only the predictor; throughput on "
+                 f"{what}, length-bucketed vs arrival order",
+                 ["model", "runtime", "OV precision", "file MB", "peak RSS MB", "RSS - file MB", "cold start s",
+                  "bucketed rows/s", "arrival rows/s", "ratio"], rows, right_from=3)
+
+
 def tables(result: dict) -> list[Table]:
-    return [summary_table(result), accuracy_table(result), latency_table(result)]
+    serving = serving_table(result)
+    return [summary_table(result), accuracy_table(result), latency_table(result)] + ([serving] if serving else [])
 
 
 def to_rich(table: Table):

@@ -1,36 +1,44 @@
-"""`bench`: latency and per-language accuracy of several models on one task, in one report.
+"""`run_bench`: latency and per-language accuracy of several models on one task, in one report.
 
 Order of work: check every input (cheap) before loading anything, load every model (so that a
 broken one fails in seconds, not after an hour of timing), probe memory in fresh processes,
 measure accuracy, then latency with models interleaved, and finally write the report atomically.
+Every setting is a field of `BenchConfig` (bench/config.py), which checks types and ranges itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from kdcompress.bench import accuracy as acc
 from kdcompress.bench import memory as memory_probe
+from kdcompress.bench.config import BenchConfig
 from kdcompress.bench.latency import REAL, Cell, make_cells, make_workload, measure_cell, text_batches
 from kdcompress.bench.machine import machine_facts, physical_cores
 from kdcompress.bench.report import REPORT_FILES, print_report, report_console, write_report
-from kdcompress.bench.runners import DEFAULT_MAX_LENGTH, Runner, check_device, load_runner
-from kdcompress.data.languages import parse_lang_list
-from kdcompress.data.tasks import Example, Task, fingerprint, get_task, normalise_lang
+from kdcompress.bench.runners import Runner, load_runner
+from kdcompress.data.tasks import Example, Task, fingerprint, get_task, resolve_languages
 from kdcompress.errors import KDCompressError
-from kdcompress.io import atomic_output_dir, refuse_existing
+from kdcompress.io import atomic_output_dir, check_writable_output
+from kdcompress.quiet import quiet_block
+from kdcompress.settings import build
 
-DEFAULT_BATCH_SIZES = (1, 8, 32)
-DEFAULT_SEQ_LENS = (32, 128)
-DEFAULT_WARMUP = 3
-DEFAULT_REPEATS = 30
-DEFAULT_ROUNDS = 5
-DEFAULT_MAX_SECONDS_PER_CELL = 3.0
+
+@dataclass(frozen=True)
+class BenchResult:
+    """What `run_bench` made: the report folder, the bench.json payload and the settings as resolved."""
+
+    out: Path
+    payload: dict[str, Any]
+    config: BenchConfig
 
 
 def parse_model_specs(specs: Sequence[str]) -> dict[str, str]:
@@ -49,41 +57,12 @@ def parse_model_specs(specs: Sequence[str]) -> dict[str, str]:
     return models
 
 
-def parse_int_list(value: str, option: str) -> tuple[int, ...]:
-    """"1,8,32" -> (1, 8, 32), with a one-line error naming the option."""
-    try:
-        return tuple(int(item) for item in value.split(",") if item.strip())
-    except ValueError:
-        raise KDCompressError(f"{option} must be comma-separated whole numbers like 1,8,32, got {value!r}") from None
-
-
-def _positive_ints(values: Sequence[int], option: str) -> tuple[int, ...]:
-    values = tuple(values)
-    if not values or any(not isinstance(v, int) or v < 1 for v in values):
-        shown = ",".join(map(str, values)) or "nothing"
-        raise KDCompressError(f"{option} must be a list of positive whole numbers, got {shown}")
-    return tuple(dict.fromkeys(values))
-
-
-def _check_counts(**counts: tuple[int | float | None, int | float]) -> None:
-    for option, (value, minimum) in counts.items():
-        if value is not None and value < minimum:
-            raise KDCompressError(f"--{option.replace('_', '-')} must be at least {minimum}, got {value}")
-
-
 def headline_cell(batch_sizes: Sequence[int], seq_lens: Sequence[int], real_lengths: bool) -> dict:
     """The one cell the summary and the plot quote: batch 1 (single requests) with real lengths if measured."""
     batch_size = 1 if 1 in batch_sizes else min(batch_sizes)
     seq_len = REAL if real_lengths else max(seq_lens)
     return {"batch_size": batch_size, "seq_len": seq_len, "label": Cell(batch_size, seq_len).label,
             "statistic": "median", "timing": "model only"}
-
-
-def _readable_like_a_new_directory(path: Path) -> None:
-    # The staging directory comes from mkdtemp (mode 0700); a report is meant to be shared and read.
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o777 & ~umask)
 
 
 def busy_machine_warnings(threads: int, *, when: str = "started") -> list[str]:
@@ -123,69 +102,205 @@ def _progress(console, quiet: bool):
                     console=console, disable=quiet, transient=False)
 
 
-def _resolve_languages(task: Task, source_lang: str, target_langs: str | Sequence[str] | None) -> tuple[str, list[str]]:
-    source = normalise_lang(task, source_lang)
-    if target_langs:
-        targets = [normalise_lang(task, lang) for lang in parse_lang_list(target_langs)]
-    else:
-        targets = list(task.languages)
-    return source, [lang for lang in dict.fromkeys(targets) if lang != source]
+def _resolve(cfg: BenchConfig, task: Task) -> BenchConfig:
+    """The settings as run: languages in the task's codes, baseline, timed models, threads, grid without repeats.
+
+    Also the rules that need the model list, which a `[bench]` table alone does not have.
+    """
+    models = cfg.models
+    if not models:
+        raise KDCompressError("no models to benchmark; pass --model NAME=PATH at least once")
+    if not cfg.out:
+        raise KDCompressError("no report folder given; pass --out with the folder to create")
+    source, targets = resolve_languages(task, cfg.source_lang, cfg.target_langs)
+    baseline = cfg.baseline or next(iter(models))
+    if baseline not in models:
+        raise KDCompressError(f"baseline {baseline!r} is not one of the models ({', '.join(models)}); "
+                              "pass --baseline with one of their names")
+    timed = list(models) if cfg.latency_models is None else list(dict.fromkeys(cfg.latency_models))
+    unknown = [name for name in timed if name not in models]
+    if unknown or baseline not in timed:
+        raise KDCompressError(f"latency models must be among the models and include the baseline {baseline!r}; "
+                              f"got {', '.join(timed) or 'none'}")
+    return dataclasses.replace(
+        cfg, source_lang=source, target_langs=targets, baseline=baseline, latency_models=timed,
+        threads=cfg.threads or physical_cores(), rounds=min(cfg.rounds, cfg.repeats),
+        batch_sizes=list(dict.fromkeys(cfg.batch_sizes)), seq_lens=list(dict.fromkeys(cfg.seq_lens)))
 
 
-def _load_models(models: Mapping[str, str | os.PathLike], task: Task, *, device: str, threads: int,
-                 max_length: int, seq_lens: Sequence[int]) -> tuple[dict[str, Runner], dict[str, np.ndarray]]:
+def runtime_of(name: str) -> str | None:
+    """The runtime a model row was expanded for (NAME@RUNTIME), else None: the directory's own."""
+    from kdcompress.bench.runners import RUNTIMES
+
+    base, sep, runtime = name.rpartition("@")
+    return runtime if sep and base and runtime in RUNTIMES else None
+
+
+def expand_runtimes(plan: BenchConfig) -> tuple[BenchConfig, list[str]]:
+    """Every exported directory once per runtime asked for (--runtime) that can run it, named NAME@RUNTIME;
+    PyTorch models, and exported ones on ONNX Runtime alone (the default), keep their names.
+    Returns the plan with the models, baseline and timed models renamed, and notes for what was not run."""
+    from kdcompress.bench.runners import detect_format, openvino_can_run
+
+    if plan.device != "cpu":
+        return plan, []
+    wanted = ["onnxruntime", "openvino"] if plan.runtime == "all" else [plan.runtime]
+    kinds = {name: detect_format(Path(path).expanduser()) for name, path in plan.models.items()}
+    if "openvino" in wanted or "openvino" in kinds.values():
+        from kdcompress.runtime.backends import import_openvino
+
+        import_openvino()  # a missing extra: one line naming the install command, before any work
+    models: dict[str, str] = {}
+    renamed: dict[str, list[str]] = {}
+    notes = []
+    for name, path in plan.models.items():
+        kind = kinds[name]
+        if kind == "pytorch":
+            models[name], renamed[name] = path, [name]
+            continue
+        runtimes = []
+        for runtime in wanted:
+            if kind == "openvino" and runtime == "onnxruntime":
+                continue
+            why = openvino_can_run(Path(path).expanduser()) if runtime == "openvino" else None
+            if why:
+                notes.append(f"model {name} was not run on OpenVINO: {why}; export it with `kdcompress export-onnx "
+                             "--runtime openvino` for that")
+                continue
+            runtimes.append(runtime)
+        if not runtimes:  # an OpenVINO directory under --runtime onnxruntime, or an ORT-only graph under openvino
+            runtimes = ["openvino" if kind == "openvino" else "onnxruntime"]
+        names = [name] if runtimes == ["onnxruntime"] and wanted == ["onnxruntime"] else \
+            [f"{name}@{runtime}" for runtime in runtimes]
+        renamed[name] = names
+        for new in names:
+            if new in plan.models and new != name:
+                raise KDCompressError(f"model name {new!r} is taken; rename that --model")
+            models[new] = path
+    timed = [new for name in plan.latency_models for new in renamed[name]]
+    return dataclasses.replace(plan, models=models, baseline=renamed[plan.baseline][0], latency_models=timed), notes
+
+
+THROUGHPUT_BATCH = 32
+THROUGHPUT_ROUNDS = 2
+
+
+def _measure_throughput(runners: Mapping[str, Runner], model_info: dict[str, dict],
+                        examples: Mapping[str, list[Example]], progress, plan: BenchConfig) -> None:
+    """Exported models as `kdcompress predict` serves them: every example at batch 32, end to end (tokenize and
+    run), batches bucketed by length vs in arrival order; rounds interleaved across models and orders."""
+    from kdcompress.bench.runners import PredictorRunner
+
+    served = {name: runner for name, runner in runners.items() if isinstance(runner, PredictorRunner)}
+    if not served:
+        return
+    texts = [ex.text for lang_examples in examples.values() for ex in lang_examples]
+    pairs = [ex.text_pair for lang_examples in examples.values() for ex in lang_examples]
+    pairs = pairs if any(p is not None for p in pairs) else None
+    seconds = {(name, bucketed): [] for name in served for bucketed in (True, False)}
+    job = progress.add_task(f"throughput (batch {THROUGHPUT_BATCH}, bucketed vs arrival)",
+                            total=THROUGHPUT_ROUNDS * len(served) * 2)
+    names = list(served)
+    for name in names:  # warm-up: first calls allocate
+        served[name].predictor.logits(texts[:THROUGHPUT_BATCH], pairs[:THROUGHPUT_BATCH] if pairs else None)
+    for round_index in range(THROUGHPUT_ROUNDS):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            predictor = served[name].predictor
+            saved = (predictor.batch_size, predictor.sort_by_length)
+            for bucketed in ((True, False) if round_index % 2 == 0 else (False, True)):
+                predictor.batch_size, predictor.sort_by_length = THROUGHPUT_BATCH, bucketed
+                started = time.perf_counter()
+                predictor.logits(texts, pairs)
+                seconds[(name, bucketed)].append(time.perf_counter() - started)
+                progress.advance(job)
+            predictor.batch_size, predictor.sort_by_length = saved
+    for name in names:
+        bucketed = len(texts) / float(np.median(seconds[(name, True)]))
+        arrival = len(texts) / float(np.median(seconds[(name, False)]))
+        model_info[name]["throughput"] = {
+            "rows": len(texts), "batch_size": THROUGHPUT_BATCH, "rounds": THROUGHPUT_ROUNDS,
+            "bucketed_rows_per_s": bucketed, "arrival_rows_per_s": arrival,
+            "bucketed_vs_arrival": bucketed / arrival, "statistic": "median over rounds, end to end"}
+
+
+def _probe_batch(plan: BenchConfig) -> tuple[int, int]:
+    return max(plan.batch_sizes), max(plan.seq_lens)
+
+
+def _check_model_folders(models: Mapping[str, str]) -> None:
+    """Cheap checks of every model folder, before any data or model loads: what it is (PyTorch or ONNX), a
+    tokenizer that fits its vocabulary (without one every word would be [UNK]) and, for PyTorch, complete weights."""
+    from kdcompress.bench.runners import detect_format, read_config
+    from kdcompress.model_check import check_model_dir_tokenizer, check_weights_readable
+
+    for name, path in models.items():
+        folder = Path(path).expanduser()
+        try:
+            kind = detect_format(folder)
+            vocab_size = read_config(folder).get("vocab_size")
+        except KDCompressError as exc:
+            raise KDCompressError(f"model {name}: {exc}") from None
+        if kind == "pytorch":
+            check_weights_readable(folder, what=f"model {name}")
+        with quiet_block():
+            check_model_dir_tokenizer(folder, vocab_size if isinstance(vocab_size, int) else None,
+                                      what=f"model {name}")
+
+
+def _load_models(plan: BenchConfig, task: Task) -> tuple[dict[str, Runner], dict[str, np.ndarray]]:
     """Load every model before measuring anything, so that a broken one fails in seconds."""
     runners: dict[str, Runner] = {}
     mappings = {}
-    for name, path in models.items():
+    for name, path in plan.models.items():
         try:
-            runners[name] = load_runner(path, device, threads, max_length=max_length)
+            runners[name] = load_runner(path, plan.device, plan.threads, max_length=plan.max_length,
+                                        runtime=runtime_of(name))
         except KDCompressError as exc:
             raise KDCompressError(f"model {name}: {exc}") from None
         mappings[name] = acc.label_mapping(runners[name].labels, task, model_name=name)
-        too_long = [L for L in seq_lens if L > runners[name].max_positions]
+        too_long = [L for L in plan.seq_lens if L > runners[name].max_positions]
         if too_long:
             raise KDCompressError(f"--seq-lens {','.join(map(str, too_long))} exceed model {name}'s maximum of "
                                   f"{runners[name].max_positions} tokens; choose lengths up to that")
     return runners, mappings
 
 
-def _probe_memory(runners: Mapping[str, Runner], model_info: dict[str, dict], progress, *, device: str,
-                  threads: int, max_length: int, probe_batch: tuple[int, int]) -> None:
+def _probe_memory(runners: Mapping[str, Runner], model_info: dict[str, dict], progress, plan: BenchConfig) -> None:
+    batch_size, seq_len = _probe_batch(plan)
     job = progress.add_task("memory (fresh process per model)", total=len(runners))
     for name, runner in runners.items():
         model_info[name].update(memory_probe.measure_memory(
-            runner.path, device=device, threads=threads, max_length=max_length,
-            batch_size=probe_batch[0], seq_len=probe_batch[1]))
+            runner.path, device=plan.device, threads=plan.threads, max_length=plan.max_length,
+            batch_size=batch_size, seq_len=seq_len, runtime=getattr(runner, "runtime", None)))
         model_info[name]["load_measured_in"] = "fresh process"
         progress.advance(job)
 
 
 def _measure_accuracy(runners: Mapping[str, Runner], mappings: Mapping[str, np.ndarray],
-                      examples: Mapping[str, list[Example]], progress, *, source: str, targets: Sequence[str],
-                      baseline: str) -> dict[str, dict]:
+                      examples: Mapping[str, list[Example]], progress, plan: BenchConfig) -> dict[str, dict]:
     accuracy = {}
     for name, runner in runners.items():
         job = progress.add_task(f"accuracy {name}", total=sum(len(e) for e in examples.values()))
         per_lang = acc.evaluate(runner, mappings[name], examples, on_batch=lambda n, job=job: progress.advance(job, n))
-        accuracy[name] = acc.summarize_languages(per_lang, source, targets)
-    for name, delta in acc.deltas_to_baseline(accuracy, baseline).items():
+        accuracy[name] = acc.summarize_languages(per_lang, plan.source_lang, plan.target_langs)
+    for name, delta in acc.deltas_to_baseline(accuracy, plan.baseline).items():
         accuracy[name]["delta_vs_baseline"] = delta
     return accuracy
 
 
-def _measure_latency(runners: Mapping[str, Runner], cells: Sequence[Cell], pool: Sequence[tuple[str, str | None]],
-                     progress, *, baseline: str, warmup: int, repeats: int, rounds: int,
-                     max_seconds_per_cell: float) -> list[dict]:
+def _measure_latency(runners: Mapping[str, Runner], pool: Sequence[tuple[str, str | None]], progress,
+                     plan: BenchConfig) -> list[dict]:
+    cells = make_cells(plan.batch_sizes, plan.seq_lens, plan.real_lengths)
     latency = []
-    job = progress.add_task("latency", total=len(cells) * rounds * len(runners))
+    job = progress.add_task("latency", total=len(cells) * plan.rounds * len(runners))
     for cell in cells:
         progress.update(job, description=f"latency {cell.label}")
         batches = text_batches(pool, cell.batch_size)
         workloads = {name: make_workload(runner, cell, batches) for name, runner in runners.items()}
-        measured = measure_cell(runners, workloads, warmup=warmup, repeats=repeats, rounds=rounds,
-                                max_seconds=max_seconds_per_cell, on_round=lambda: progress.advance(job))
-        base = measured[baseline]
+        measured = measure_cell(runners, workloads, warmup=plan.warmup, repeats=plan.repeats, rounds=plan.rounds,
+                                max_seconds=plan.max_seconds_per_cell, on_round=lambda: progress.advance(job))
+        base = measured[plan.baseline]
         for name, timing in measured.items():
             latency.append({
                 "model": name, "cell": cell.label, "batch_size": cell.batch_size, "seq_len": cell.seq_len, **timing,
@@ -213,130 +328,85 @@ def _headline(latency: Sequence[dict], accuracy: Mapping[str, dict], head: dict)
     return headline
 
 
-def bench(
-    models: Mapping[str, str | os.PathLike],
-    *,
-    task: str,
-    source_lang: str = "en",
-    target_langs: str | Sequence[str] | None = None,
-    data_dir: str | os.PathLike | None = None,
-    out: str | os.PathLike,
-    device: str = "cpu",
-    baseline: str | None = None,
-    split: str = "test",
-    limit: int | None = None,
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    seq_lens: Sequence[int] = DEFAULT_SEQ_LENS,
-    real_lengths: bool = True,
-    threads: int | None = None,
-    warmup: int = DEFAULT_WARMUP,
-    repeats: int = DEFAULT_REPEATS,
-    rounds: int = DEFAULT_ROUNDS,
-    max_seconds_per_cell: float = DEFAULT_MAX_SECONDS_PER_CELL,
-    max_length: int = DEFAULT_MAX_LENGTH,
-    measure_memory: bool = True,
-    latency_models: Sequence[str] | None = None,
-    overwrite: bool = False,
-    quiet: bool = False,
-    console=None,
-    command: str | None = None,
-) -> dict:
+def _measure(plan: BenchConfig, task: Task, examples: Mapping[str, list[Example]],
+             progress_console) -> tuple[dict, dict, list[dict]]:
+    """Load every model, then memory, accuracy and latency: (model facts, accuracy, latency)."""
+    import torch
+
+    torch_threads_before = torch.get_num_threads()
+    try:
+        with quiet_block():  # our own progress bars say what is loading
+            runners, mappings = _load_models(plan, task)
+            model_info = {name: {**runner.describe(), "load_seconds": runner.load_seconds,
+                                 "load_measured_in": "bench process"} for name, runner in runners.items()}
+            with _progress(progress_console, plan.quiet) as progress:
+                timed_runners = {name: runners[name] for name in plan.latency_models}
+                if plan.memory:
+                    _probe_memory(timed_runners, model_info, progress, plan)
+                accuracy = _measure_accuracy(runners, mappings, examples, progress, plan)
+                pool = [(ex.text, ex.text_pair) for lang_examples in examples.values() for ex in lang_examples]
+                latency = _measure_latency(timed_runners, pool, progress, plan)
+                if plan.throughput:
+                    _measure_throughput(timed_runners, model_info, examples, progress, plan)
+    finally:  # the API should not leave the caller's process changed (quiet_block restores its own)
+        torch.set_num_threads(torch_threads_before)
+    return model_info, accuracy, latency
+
+
+def _settings_record(plan: BenchConfig, task: Task, threads_source: str) -> dict:
+    """bench.json's "settings": what was run, in the task's own names, so that it can be rerun."""
+    return {
+        "task": task.name, "split": plan.split, "limit": plan.limit, "source_lang": plan.source_lang,
+        "target_langs": plan.target_langs, "device": plan.device, "baseline": plan.baseline,
+        "threads": plan.threads, "threads_source": threads_source, "inter_op_threads": 1,
+        "batch_sizes": plan.batch_sizes, "seq_lens": plan.seq_lens, "real_lengths": plan.real_lengths,
+        "warmup": plan.warmup, "repeats": plan.repeats, "rounds": plan.rounds,
+        "max_seconds_per_cell": plan.max_seconds_per_cell, "max_length": plan.max_length,
+        "eval_batch_size": acc.EVAL_BATCH_SIZE, "measure_memory": plan.memory,
+        "memory_probe_batch": list(_probe_batch(plan)), "latency_models": plan.latency_models,
+        "headline": headline_cell(plan.batch_sizes, plan.seq_lens, plan.real_lengths),
+        "data_dir": plan.data_dir if plan.data_dir else os.environ.get("KDCOMPRESS_DATA_DIR"),
+        "models": dict(plan.models), "out": plan.out, "command": plan.command,
+    }
+
+
+def run_bench(config: BenchConfig | None = None, *, console=None, **overrides: Any) -> BenchResult:
     """Benchmark `models` ({name: model or ONNX directory}) on `task`; write a report to `out`.
 
-    target_langs: comma-separated or a list; default every task language except the source.
-    baseline: the model speedups and accuracy deltas are relative to; default the first.
-    threads: intra-op threads for every backend; default the physical cores.
-    repeats/rounds/max_seconds_per_cell: the latency budget per model and grid cell.
-    latency_models: the models to time and probe for memory (default all; e.g. one seed of several
-        identically shaped models); accuracy is measured for every model. Must include the baseline.
-    command: the command line that asked for this run, recorded in the report so it can be rerun.
-    Returns the bench.json payload.
+    Settings are `BenchConfig`'s fields (see its help): pass a config, keyword overrides, or both
+    (overrides win). `latency_models` must include the baseline; every model gets accuracy.
+    `console`: where the closing table goes (default: stdout). Returns the folder and bench.json's payload.
     """
     from rich.console import Console
 
+    cfg = build(BenchConfig, config, overrides)
     console = console or report_console()
-    progress_console = Console(stderr=True)
 
     # --- check inputs (cheap) before loading anything ---------------------------------------
-    if not models:
-        raise KDCompressError("no models to benchmark; pass --model NAME=PATH at least once")
-    task_obj = get_task(task)
-    source_lang, targets = _resolve_languages(task_obj, source_lang, target_langs)
-    check_device(device)
-    baseline = baseline or next(iter(models))
-    if baseline not in models:
-        raise KDCompressError(f"baseline {baseline!r} is not one of the models ({', '.join(models)}); "
-                              "pass --baseline with one of their names")
-    timed = list(models) if latency_models is None else list(dict.fromkeys(latency_models))
-    unknown = [name for name in timed if name not in models]
-    if unknown or baseline not in timed:
-        raise KDCompressError(f"latency models must be among the models and include the baseline {baseline!r}; "
-                              f"got {', '.join(timed) or 'none'}")
-    batch_sizes = _positive_ints(batch_sizes, "--batch-sizes")
-    seq_lens = _positive_ints(seq_lens, "--seq-lens")
-    _check_counts(limit=(limit, 1), threads=(threads, 1), warmup=(warmup, 0), repeats=(repeats, 1),
-                  rounds=(rounds, 1), max_length=(max_length, 8))
-    if max_seconds_per_cell <= 0:
-        raise KDCompressError(f"--max-seconds-per-cell must be positive, got {max_seconds_per_cell}")
-    threads_source = "set by --threads" if threads else "physical cores"
-    threads = threads or physical_cores()
-    rounds = min(rounds, repeats)
-    out = Path(out)
-    refuse_existing(out, overwrite=overwrite)
-    langs = [source_lang, *targets]
-    examples = {lang: acc.sample_examples(task_obj.load(split, lang, data_dir=data_dir), limit) for lang in langs}
-    warnings = busy_machine_warnings(threads)
-    probe_batch = (max(batch_sizes), max(seq_lens))
+    task = get_task(cfg.task)
+    plan = _resolve(cfg, task)
+    out = check_writable_output(plan.out, plan.overwrite, inputs=list(plan.models.values()))
+    _check_model_folders(plan.models)
+    plan, runtime_notes = expand_runtimes(plan)
+    langs = [plan.source_lang, *plan.target_langs]
+    examples = {lang: acc.sample_examples(task.load(plan.split, lang, data_dir=plan.data_dir), plan.limit)
+                for lang in langs}
+    warnings = busy_machine_warnings(plan.threads) + runtime_notes
 
     # --- measure ---------------------------------------------------------------------------
-    import torch
-    from transformers.utils import logging as transformers_logging
-
-    torch_threads_before = torch.get_num_threads()
-    hf_bars_before = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()  # our own progress bars say what is loading
-    try:
-        runners, mappings = _load_models(models, task_obj, device=device, threads=threads, max_length=max_length,
-                                         seq_lens=seq_lens)
-        model_info = {name: {**runner.describe(), "load_seconds": runner.load_seconds,
-                             "load_measured_in": "bench process"} for name, runner in runners.items()}
-        with _progress(progress_console, quiet) as progress:
-            timed_runners = {name: runners[name] for name in timed}
-            if measure_memory:
-                _probe_memory(timed_runners, model_info, progress, device=device, threads=threads,
-                              max_length=max_length, probe_batch=probe_batch)
-            accuracy = _measure_accuracy(runners, mappings, examples, progress, source=source_lang,
-                                         targets=targets, baseline=baseline)
-            pool = [(ex.text, ex.text_pair) for lang in langs for ex in examples[lang]]
-            latency = _measure_latency(timed_runners, make_cells(batch_sizes, seq_lens, real_lengths), pool, progress,
-                                       baseline=baseline, warmup=warmup, repeats=repeats, rounds=rounds,
-                                       max_seconds_per_cell=max_seconds_per_cell)
-    finally:  # the API should not leave the caller's process changed
-        torch.set_num_threads(torch_threads_before)
-        if hf_bars_before:
-            transformers_logging.enable_progress_bar()
+    model_info, accuracy, latency = _measure(plan, task, examples, Console(stderr=True))
 
     # --- report ----------------------------------------------------------------------------
-    head = headline_cell(batch_sizes, seq_lens, real_lengths)
-    headline = _headline(latency, accuracy, head)
+    settings = _settings_record(plan, task, "set by --threads" if cfg.threads else "physical cores")
+    headline = _headline(latency, accuracy, settings["headline"])
     if not any("busy" in warning for warning in warnings):
-        warnings += [w for w in busy_machine_warnings(threads, when="ended") if "busy" in w]
+        warnings += [w for w in busy_machine_warnings(plan.threads, when="ended") if "busy" in w]
     from kdcompress import __version__
 
-    result = {
+    payload = {
         "kdcompress_version": __version__,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {
-            "task": task_obj.name, "split": split, "limit": limit, "source_lang": source_lang,
-            "target_langs": targets, "device": device, "baseline": baseline,
-            "threads": threads, "threads_source": threads_source, "inter_op_threads": 1,
-            "batch_sizes": list(batch_sizes), "seq_lens": list(seq_lens), "real_lengths": real_lengths,
-            "warmup": warmup, "repeats": repeats, "rounds": rounds, "max_seconds_per_cell": max_seconds_per_cell,
-            "max_length": max_length, "eval_batch_size": acc.EVAL_BATCH_SIZE,
-            "measure_memory": measure_memory, "memory_probe_batch": list(probe_batch), "latency_models": timed,
-            "headline": head, "data_dir": str(data_dir) if data_dir else os.environ.get("KDCOMPRESS_DATA_DIR"),
-            "models": {name: str(path) for name, path in models.items()}, "out": str(out), "command": command,
-        },
+        "settings": settings,
         "machine": machine_facts(),
         "data": {lang: {"n": len(exs), "fingerprint": fingerprint(exs)} for lang, exs in examples.items()},
         "models": model_info,
@@ -345,10 +415,9 @@ def bench(
         "accuracy": accuracy,
         "latency": latency,
     }
-    with atomic_output_dir(out, overwrite=overwrite) as folder:
-        _readable_like_a_new_directory(folder)
-        result["files"] = list(REPORT_FILES)
-        write_report(result, folder)
-    if not quiet:
-        print_report(result, console)
-    return result
+    with atomic_output_dir(out, overwrite=plan.overwrite) as folder:
+        payload["files"] = list(REPORT_FILES)
+        write_report(payload, folder)
+    if not plan.quiet:
+        print_report(payload, console)
+    return BenchResult(out=out, payload=payload, config=plan)

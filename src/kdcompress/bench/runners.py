@@ -16,20 +16,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from kdcompress.bench.config import DEVICES
 from kdcompress.errors import KDCompressError
+from kdcompress.errors import describe as describe_error  # not Runner.describe
 
 DEFAULT_MAX_LENGTH = 128
-DEVICES = ("cpu", "cuda")
 WEIGHT_FILE_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 ONNX_FILE_PATTERNS = ("*.onnx", "*.onnx.data", "*.onnx_data", "*.data")
+OPENVINO_FILE = "openvino_model.xml"
+OPENVINO_FILE_PATTERNS = ("openvino_model.xml", "openvino_model.bin")
+EXPORTED_FORMATS = ("onnx", "openvino")  # directories made by `kdcompress export-onnx`
+RUNTIMES = ("onnxruntime", "openvino")
 # RoBERTa-style position ids start after the padding index, so two positions are unusable.
 POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
-
-
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def detect_format(path: Path) -> str:
@@ -42,6 +41,8 @@ def detect_format(path: Path) -> str:
                               "pass the directory that holds it (with config.json and tokenizer files)")
     if (path / "model.onnx").is_file():
         return "onnx"
+    if (path / OPENVINO_FILE).is_file():
+        return "openvino"
     if (path / "config.json").is_file() and any(any(path.glob(p)) for p in WEIGHT_FILE_PATTERNS):
         return "pytorch"
     raise KDCompressError(
@@ -119,7 +120,7 @@ class Runner(abc.ABC):
         try:
             return AutoTokenizer.from_pretrained(self.path)
         except Exception as exc:  # transformers raises many types for a broken tokenizer
-            raise KDCompressError(f"the tokenizer in {self.path} does not load ({_first_line(exc)}); "
+            raise KDCompressError(f"the tokenizer in {self.path} does not load ({describe_error(exc)}); "
                                   "copy the model's tokenizer files into that directory") from None
 
     def encode(self, texts: Sequence[str], text_pairs: Sequence[str | None] | None = None, *,
@@ -177,7 +178,7 @@ class TorchRunner(Runner):
         try:
             model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
         except Exception as exc:
-            raise KDCompressError(f"the PyTorch model in {path} does not load ({_first_line(exc)}); "
+            raise KDCompressError(f"the PyTorch model in {path} does not load ({describe_error(exc)}); "
                                   "check that it is a sequence-classification model directory") from None
         self.model = model.to(device).eval()
         # DistilBERT takes no token_type_ids; feed only what forward() accepts, as ONNX feeds only graph inputs.
@@ -228,7 +229,7 @@ class OnnxRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(path / "model.onnx"), options, providers=providers)
         except Exception as exc:
-            raise KDCompressError(f"the ONNX model {path / 'model.onnx'} does not load ({_first_line(exc)}); "
+            raise KDCompressError(f"the ONNX model {path / 'model.onnx'} does not load ({describe_error(exc)}); "
                                   "re-export it with `kdcompress export-onnx`") from None
         if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
             raise KDCompressError("--device cuda: ONNX Runtime could not start its CUDA provider (check the CUDA and "
@@ -254,7 +255,7 @@ class OnnxRunner(Runner):
             raise
         except Exception as exc:  # e.g. a graph exported with a fixed batch or sequence length
             raise KDCompressError(f"the ONNX model in {self.path} failed on a batch of shape "
-                                  f"{tuple(encoded['input_ids'].shape)} ({_first_line(exc)}); re-export it with "
+                                  f"{tuple(encoded['input_ids'].shape)} ({describe_error(exc)}); re-export it with "
                                   "dynamic batch and sequence axes") from None
         return np.asarray(logits, dtype=np.float32)
 
@@ -288,17 +289,117 @@ def set_torch_threads(threads: int) -> None:
         pass  # already fixed by earlier parallel work in this process; intra-op is what matters here
 
 
+class PredictorRunner(Runner):
+    """An exported directory served by `kdcompress.runtime.Predictor`, as `kdcompress predict` serves it:
+    ONNX Runtime or OpenVINO, tokenized by the `tokenizers` library alone (no torch, no transformers)."""
+
+    def __init__(self, path: Path, device: str, threads: int, max_length: int = DEFAULT_MAX_LENGTH, *,
+                 runtime: str | None = None):
+        from kdcompress.runtime.predictor import Predictor
+
+        self.export_info = _read_json(path / "export.json")
+        self.predictor = Predictor(path, threads=threads, backend=runtime or "auto", max_length=max_length)
+        self.runtime = self.predictor.backend_name
+        self.format = "onnx" if self.runtime == "onnxruntime" else "openvino"
+        self._fixed: dict[int, Any] = {}
+        super().__init__(path, device, threads, max_length)
+
+    def _load_tokenizer(self):
+        return None  # the predictor's own encoder (tokenizer.json) does the work
+
+    def _encoder(self, length: int | None):
+        if length is None or length == self.predictor.encoder.max_length:
+            return self.predictor.encoder
+        if length not in self._fixed:
+            from kdcompress.runtime.encoding import Encoder
+
+            self._fixed[length] = Encoder.from_dir(self.path, self.config, max_length=length)
+        return self._fixed[length]
+
+    def encode(self, texts: Sequence[str], text_pairs: Sequence[str | None] | None = None, *,
+               pad_to: int | None = None) -> dict[str, np.ndarray]:
+        pairs = list(text_pairs) if text_pairs is not None and any(p is not None for p in text_pairs) else None
+        encoder = self._encoder(pad_to or self.max_length)
+        return encoder.pad(encoder.encode(list(texts), pairs), width=pad_to)
+
+    def forward(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.predictor.backend.run(self.predictor._feed(encoded)), dtype=np.float32)
+
+    def size_bytes(self) -> int:
+        return files_size_bytes(self.path, ONNX_FILE_PATTERNS if self.runtime == "onnxruntime" and
+                                (self.path / "model.onnx").is_file() else
+                                OPENVINO_FILE_PATTERNS if (self.path / OPENVINO_FILE).is_file() else ONNX_FILE_PATTERNS)
+
+    def describe(self) -> dict:
+        info = super().describe()
+        precision = self.export_info.get("precision", "fp32")
+        quantization = self.export_info.get("quantization")
+        optimize = self.export_info.get("optimize")
+        info["runtime"] = self.runtime
+        info["exported_for"] = self.export_info.get("runtime", "onnxruntime")
+        info["precision"] = precision
+        info["quantization"] = "none" if precision == "fp32" else precision
+        info["quantization_scheme"] = (quantization.get("label") or quantization.get("method")
+                                       if isinstance(quantization, dict) else None)
+        info["int8_control"] = (self.export_info.get("int8_control") or {}).get("kept")
+        info["optimized"] = bool(optimize.get("enabled")) if isinstance(optimize, dict) else None
+        info["inference_precision"] = self.predictor.backend.precision
+        info["intra_op_threads"] = self.threads
+        info["served_by"] = "kdcompress.runtime.Predictor"
+        return info
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def openvino_can_run(path: Path) -> str | None:
+    """None when OpenVINO can run the exported directory `path`, else why not (one clause)."""
+    if (path / OPENVINO_FILE).is_file():
+        return None
+    info = _read_json(path / "export.json")
+    optimize = info.get("optimize")
+    if isinstance(optimize, dict) and optimize.get("enabled"):
+        return "its graph is fused with ONNX Runtime's own operators (--optimize)"
+    quantization = info.get("quantization")
+    if info.get("precision") == "int8" and isinstance(quantization, dict) and quantization.get("mode") == "dynamic":
+        return "ONNX Runtime's dynamic int8 operators (MatMulInteger) are not OpenVINO's"
+    return None
+
+
 def load_runner(path: str | Path, device: str = "cpu", threads: int = 1, *,
-                max_length: int = DEFAULT_MAX_LENGTH) -> Runner:
-    """Load a PyTorch model directory or an ONNX directory behind one interface.
+                max_length: int = DEFAULT_MAX_LENGTH, runtime: str | None = None) -> Runner:
+    """Load a PyTorch model directory or an exported (ONNX or OpenVINO) directory behind one interface.
 
     `threads` is the intra-op thread count (ONNX Runtime per session; PyTorch process-wide).
+    Exported directories on the CPU run through `kdcompress.runtime.Predictor` on `runtime`
+    (onnxruntime or openvino; None: the directory's own); on CUDA, ONNX Runtime's CUDA provider.
     The load time is kept on the runner as `load_seconds`.
     """
     path = Path(path).expanduser()
     check_device(device)
     kind = detect_format(path)
+    if runtime is not None and runtime not in RUNTIMES:
+        raise KDCompressError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    if kind == "pytorch" and runtime is not None:
+        raise KDCompressError(f"{path} is a PyTorch model directory; runtimes apply to exported directories only")
+    if kind == "openvino" and runtime == "onnxruntime":
+        raise KDCompressError(f"{path} holds an OpenVINO model; run it on openvino")
+    if kind == "openvino" and device != "cpu":
+        raise KDCompressError(f"{path} holds an OpenVINO model, which kdcompress runs on the CPU; use --device cpu")
+    if runtime == "openvino" and openvino_can_run(path):
+        raise KDCompressError(f"OpenVINO cannot run {path}: {openvino_can_run(path)}; export it with "
+                              "`kdcompress export-onnx --runtime openvino`")
     started = time.perf_counter()
-    runner = (OnnxRunner if kind == "onnx" else TorchRunner)(path, device, threads, max_length)
+    if kind == "pytorch":
+        runner: Runner = TorchRunner(path, device, threads, max_length)
+    elif device == "cuda":
+        runner = OnnxRunner(path, device, threads, max_length)
+    else:
+        runner = PredictorRunner(path, device, threads, max_length, runtime=runtime)
     runner.load_seconds = time.perf_counter() - started
     return runner

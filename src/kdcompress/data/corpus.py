@@ -3,7 +3,8 @@
 Sources (any mix, given as strings so they fit a command line or a config file):
 - "task": the text of the task's train and dev splits in the chosen languages (labels dropped;
   the test split is never read);
-- a path to a text file (one sentence a line) or a folder of *.txt files;
+- a path to a text file (one sentence a line) or a folder of *.txt files; a folder made by
+  `kdcompress corpus` (it has manifest.json) gives each chosen language an equal share;
 - "hub:DATASET[:CONFIG[:SPLIT]]": a hub dataset with a "text" column, streamed (e.g.
   "hub:wikimedia/wikipedia:20231101.de"), for users who have the hub.
 """
@@ -45,6 +46,30 @@ def _file_text(path: Path) -> list[str]:
     return [line for line in lines if line]
 
 
+def _built_corpus_text(path: Path, langs: list[str], max_sentences: int) -> list[str]:
+    """Balanced text from a `kdcompress corpus` folder: an equal share per language, a short language's
+    unused share going to the others. Each <lang>.txt is already in random order, so a prefix is a fair sample."""
+    from kdcompress.data.languages import FLORES_TO_ISO
+
+    per_lang = {}
+    for lang in langs:
+        file = path / f"{FLORES_TO_ISO.get(lang, lang)}.txt"
+        if not file.is_file():
+            raise KDCompressError(f"corpus {path} has no text for language {lang}; rebuild it with "
+                                  f"`kdcompress corpus --langs` including {lang}, or leave {lang} out")
+        per_lang[lang] = _file_text(file)
+        if not per_lang[lang]:
+            raise KDCompressError(f"corpus file {file} is empty; rebuild the corpus or leave {lang} out")
+    chosen: list[str] = []
+    remaining, budget = sorted(per_lang, key=lambda lang: len(per_lang[lang])), max_sentences
+    for i, lang in enumerate(remaining):
+        share = budget // (len(remaining) - i)
+        taken = per_lang[lang][:share]
+        chosen.extend(taken)
+        budget -= len(taken)
+    return chosen
+
+
 def _hub_text(spec: str, limit: int) -> list[str]:
     parts = spec.split(":")[1:]
     name, config, split = (parts + [None, "train"])[:3] if len(parts) < 3 else parts[:3]
@@ -77,7 +102,10 @@ def load_corpus(specs: list[str], *, task: Task, langs: list[str], data_dir=None
             path = Path(spec).expanduser()
             if not path.exists():
                 raise KDCompressError(f"corpus {spec!r} is neither 'task', 'hub:NAME', nor an existing file or folder")
-            texts.extend(_file_text(path))
+            if (path / "manifest.json").is_file():
+                texts.extend(_built_corpus_text(path, langs, max_sentences))
+            else:
+                texts.extend(_file_text(path))
     unique = list(dict.fromkeys(t for t in texts if t.strip()))
     if not unique:
         raise KDCompressError("the pretraining corpus is empty; pass --corpus with text files or 'task'")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from kdcompress.data.languages import FLORES_TO_ISO, ISO_TO_FLORES
-from kdcompress.errors import KDCompressError
+from kdcompress.errors import KDCompressError, describe
 
 DATA_DIR_ENV = "KDCOMPRESS_DATA_DIR"
 SPLITS = ("train", "dev", "test")
@@ -42,12 +43,76 @@ def data_dir_from_env(data_dir: str | os.PathLike | None = None) -> Path | None:
     return path
 
 
-def _read_tsv(path: Path, *, header: bool) -> list[list[str]]:
+def _read_text(path: Path) -> str:
+    """A data file's text, strictly UTF-8 (a leading byte-order mark is dropped)."""
     if not path.is_file():
         raise KDCompressError(f"data file {path} is missing; check --data-dir (it must be laid out like shared/data)")
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return rows[1:] if header else rows
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KDCompressError(f"cannot read data file {path} ({describe(exc)}); check its permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise KDCompressError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                              "re-save the file as UTF-8") from None
+    return text.removeprefix("\ufeff")
+
+
+def _tab_names(columns: tuple[str, ...]) -> str:
+    return "<TAB>".join(columns)
+
+
+def _read_tsv(path: Path, *, columns: tuple[str, ...], header: bool,
+              quoting: int = csv.QUOTE_NONE) -> list[tuple[str, list[str]]]:
+    """The rows of a tab-separated file as (where, fields), where = "<path>, line <n>" for error messages.
+
+    Every row must have exactly len(columns) fields, none of them empty; blank lines are skipped. With
+    `header`, the first line must be the column names (a missing header is an error, never a lost row).
+    SIB-200's files were written with CSV quoting (a text holding quotes is wrapped in quotes, inner ones
+    doubled), so they are read with QUOTE_MINIMAL; XNLI and PAWS-X carry raw quotes and use QUOTE_NONE.
+    """
+    text = _read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=quoting)
+    rows: list[tuple[str, list[str]]] = []
+    expect_header = header
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise KDCompressError(f"{path}, line {reader.line_num}: unreadable row ({exc}); fix or delete it") from None
+        where = f"{path}, line {reader.line_num}"
+        if not row:
+            continue
+        if expect_header:
+            expect_header = False
+            if [field.strip() for field in row] != list(columns):
+                found = f"header is {_tab_names(tuple(row))!r}"
+                if len(row) == len(columns):  # a data row: the header line is missing
+                    raise KDCompressError(f"{where}: missing the header line; the file must start with the line "
+                                          f"{_tab_names(columns)!r} (add it as the first line)")
+                raise KDCompressError(f"{where}: {found}; the file must start with the line {_tab_names(columns)!r}")
+            continue
+        if len(row) != len(columns):
+            raise KDCompressError(
+                f"{where}: {len(row)} tab-separated fields where {len(columns)} ({_tab_names(columns)}) were expected; "
+                f"remove the stray tab{'s' if len(row) > len(columns) + 1 else ''} or fix the row"
+                if len(row) > len(columns) else
+                f"{where}: {len(row)} tab-separated field{'s' if len(row) != 1 else ''} where {len(columns)} "
+                f"({_tab_names(columns)}) were expected; fix the row or delete it")
+        empty = [name for name, field in zip(columns, row) if not field.strip()]
+        if empty:
+            raise KDCompressError(f"{where}: empty {', '.join(empty)}; fill it in or delete the row")
+        rows.append((where, row))
+    if not rows:
+        if expect_header:
+            raise KDCompressError(f"{path} is empty; it must start with the line {_tab_names(columns)!r}, then one "
+                                  "example a line: restore it from the dataset")
+        raise KDCompressError(f"{path} holds no examples; restore it from the dataset")
+    return rows
 
 
 @dataclass(frozen=True)
@@ -85,10 +150,14 @@ class Task:
             raise KDCompressError(f"{self.name} {split} split for {lang!r} is empty; check the data folder")
         return examples[:limit] if limit else examples
 
-    def label_index(self, label: str) -> int:
+    def label_index(self, label: str, *, where: str | None = None) -> int:
+        """The index of a label name; `where` ("<file>, line <n>") places an unknown one in the error."""
         try:
             return self.labels.index(label)
         except ValueError:
+            if where:
+                raise KDCompressError(f"{where}: unknown {self.name} label {label!r}; expected one of "
+                                      f"{', '.join(self.labels)} (fix or delete that row)") from None
             raise KDCompressError(f"{self.name}: unknown label {label!r} in the data; expected one of {self.labels}") from None
 
 
@@ -116,11 +185,13 @@ def _hub_rows(path: str, config: str, split: str):
 # --- SIB-200 ---------------------------------------------------------------------------
 
 SIB_LABELS = ("science/technology", "travel", "politics", "sports", "health", "entertainment", "geography")
+SIB_COLUMNS = ("index_id", "category", "text")  # the header line every local SIB-200 file starts with
 
 
 def _sib_local(task: Task, folder: Path, split: str, lang: str) -> list[Example]:
-    rows = _read_tsv(folder / "sib200" / ISO_TO_FLORES[lang] / f"{split}.tsv", header=True)
-    return [Example(text, None, task.label_index(category)) for _, category, text in rows]
+    rows = _read_tsv(folder / "sib200" / ISO_TO_FLORES[lang] / f"{split}.tsv", columns=SIB_COLUMNS, header=True,
+                     quoting=csv.QUOTE_MINIMAL)
+    return [Example(text, None, task.label_index(category, where=where)) for where, (_, category, text) in rows]
 
 
 def _sib_hub(task: Task, split: str, lang: str) -> list[Example]:
@@ -144,16 +215,53 @@ def _xnli_local(task: Task, folder: Path, split: str, lang: str) -> list[Example
         # XNLI-en dev/test are not MNLI, so training on MNLI-matched dev + SNLI dev does not leak.
         examples = []
         for name in ("mnli_dev_matched.jsonl", "snli_dev.jsonl"):
-            path = folder / "english_nli" / name
-            if not path.is_file():
-                raise KDCompressError(f"data file {path} is missing; check --data-dir")
-            for line in path.read_text(encoding="utf-8").splitlines():
-                row = json.loads(line)
-                if row["label"] in XNLI_LABELS:
-                    examples.append(Example(row["premise"], row["hypothesis"], task.label_index(row["label"])))
+            examples.extend(_read_nli_jsonl(task, folder / "english_nli" / name))
         return examples
-    rows = _read_tsv(folder / "xnli" / f"{split}-{lang}.tsv", header=False)
-    return [Example(p, h, task.label_index(label)) for p, h, label in rows]
+    path = folder / "xnli" / f"{split}-{lang}.tsv"
+    rows = _read_tsv(path, columns=XNLI_COLUMNS, header=False)
+    return [Example(p, h, _headerless_label(task, label, where, line_one=i == 0)) for i, (where, (p, h, label))
+            in enumerate(rows)]
+
+
+XNLI_COLUMNS = ("premise", "hypothesis", "label")
+NLI_NO_GOLD_LABEL = "-"  # SNLI's mark for pairs whose annotators did not agree: not an example
+
+
+def _read_nli_jsonl(task: Task, path: Path) -> list[Example]:
+    """English NLI training pairs, one JSON object {"premise", "hypothesis", "label"} a line."""
+    examples = []
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise KDCompressError(f"{where}: not a JSON object ({exc.msg}); fix or delete that line") from None
+        missing = [key for key in XNLI_COLUMNS if not isinstance(row, dict) or not isinstance(row.get(key), str)]
+        if missing:
+            raise KDCompressError(f"{where}: no text for {', '.join(missing)}; each line must be a JSON object with "
+                                  "string fields premise, hypothesis and label")
+        if row["label"] == NLI_NO_GOLD_LABEL:
+            continue
+        examples.append(Example(row["premise"], row["hypothesis"], task.label_index(row["label"], where=where)))
+    return examples
+
+
+def _headerless_label(task: Task, value: str, where: str, *, line_one: bool) -> int:
+    """The label of a row in a file without a header (XNLI, PAWS-X): a name, or for PAWS-X 0/1."""
+    value = value.strip()
+    if task.name == "pawsx":
+        index = int(value) if value.isdigit() else -1
+        if 0 <= index < task.num_labels:
+            return index
+        expected = ", ".join(str(i) for i in range(task.num_labels))
+    else:
+        if value in task.labels:
+            return task.labels.index(value)
+        expected = ", ".join(task.labels)
+    hint = f" ({task.name} files have no header line: delete it)" if line_one else " (fix or delete that row)"
+    raise KDCompressError(f"{where}: unknown {task.name} label {value!r}; expected one of {expected}{hint}")
 
 
 def _xnli_hub(task: Task, split: str, lang: str) -> list[Example]:
@@ -179,8 +287,12 @@ def _pawsx_local(task: Task, folder: Path, split: str, lang: str) -> list[Exampl
         raise KDCompressError(
             f"pawsx has labelled local test data for de and zh only, not {lang!r}; use --split dev"
         )
-    rows = _read_tsv(path, header=False)
-    return [Example(s1, s2, int(label)) for s1, s2, label in rows]
+    rows = _read_tsv(path, columns=PAWSX_COLUMNS, header=False)
+    return [Example(s1, s2, _headerless_label(task, label, where, line_one=i == 0))
+            for i, (where, (s1, s2, label)) in enumerate(rows)]
+
+
+PAWSX_COLUMNS = ("sentence1", "sentence2", "label")
 
 
 def _pawsx_hub(task: Task, split: str, lang: str) -> list[Example]:

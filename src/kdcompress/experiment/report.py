@@ -7,10 +7,10 @@ import shlex
 from pathlib import Path
 
 from kdcompress.io import atomic_output_dir, write_json_atomic
+from kdcompress.training.strategies import STRATEGY_NAMES, STRATEGY_TABLE
 
-GROUP_ORDER = ("teacher", "none", "finetune", "pretrain", "both")
-GROUP_LABEL = {"teacher": "teacher (fine-tuned)", "none": "student, no KD", "finetune": "student, KD in fine-tuning",
-               "pretrain": "student, KD in pretraining", "both": "student, KD in both"}
+GROUP_ORDER = ("teacher", *STRATEGY_NAMES)
+GROUP_LABEL = {"teacher": "teacher (fine-tuned)", **{s.name: s.label for s in STRATEGY_TABLE.values()}}
 
 
 def _pct(stat: dict | None) -> str:

@@ -3,16 +3,23 @@ so an interrupted experiment continues where it stopped when run again."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import time
 from pathlib import Path
+from typing import Iterator
 
 from rich.console import Console
 
-from kdcompress.data.tasks import get_task, normalise_lang
+from kdcompress.data.tasks import get_task, normalise_lang, resolve_languages
 from kdcompress.experiment.config import IMPORTABLE_TEACHERS, ExperimentConfig
 from kdcompress.experiment.report import print_summary, write_experiment_report
 from kdcompress.experiment.summary import ModelRef, aggregate, assess_claims
-from kdcompress.io import read_json
+from kdcompress.errors import KDCompressError
+from kdcompress.io import check_writable_output, output_lock, read_json
+from kdcompress.training.config import DistillConfig
+from kdcompress.training.strategies import get_strategy
 
 console = Console(stderr=True)
 
@@ -36,33 +43,107 @@ class _Steps:
         return target
 
 
-def _target_langs(cfg: ExperimentConfig, task, source: str) -> list[str]:
-    if cfg.target_langs == "all":
-        return [lang for lang in task.languages if lang != source]
-    langs = cfg.target_langs.split(",") if isinstance(cfg.target_langs, str) else cfg.target_langs
-    return [normalise_lang(task, lang.strip()) for lang in langs if lang.strip() and lang.strip() != source]
+# The settings that shape a general student: arms that agree on these share one.
+_PRETRAINING_SETTINGS = ("student_layers", "student_hidden", "layer_selection", "trim_vocab", "max_length",
+                         "batch_size", "grad_accum", "warmup_ratio", "weight_decay", "max_steps", "mixed_precision",
+                         "freeze_embeddings", "corpus", "corpus_max_sentences", "pretrain_epochs", "pretrain_lr",
+                         "mlm_weight", "hidden_weight", "attention_weight", "hidden_loss", "mlm_probability",
+                         "pretrain_temperature")
 
 
-def run_experiment(config: ExperimentConfig | None = None, **settings) -> Path:
-    """Run (or continue) an experiment; returns the report directory."""
-    from kdcompress import bench, distill, export_onnx, finetune_teacher, import_teacher
+def _pretraining_key(settings: dict) -> str:
+    full = DistillConfig.from_dict({**settings, "out": "x"}).to_dict()
+    chosen = json.dumps({k: full[k] for k in _PRETRAINING_SETTINGS}, sort_keys=True)
+    return hashlib.sha256(chosen.encode()).hexdigest()[:8]
+
+
+def _check_inputs(cfg: ExperimentConfig, task, out: Path) -> None:
+    """What can be checked before any output exists: `out`, the data folder and a local teacher (its config,
+    weights and tokenizer)."""
+    from kdcompress.data.tasks import data_dir_from_env
+    from kdcompress.model_check import check_model_dir_tokenizer, check_weights_readable
+    from kdcompress.training.teacher_loading import load_teacher_config
+
+    check_writable_output(out, overwrite=True)  # an existing `out` is an experiment to continue, never replaced
+    data_dir_from_env(cfg.data_dir)
+    task.load("train", normalise_lang(task, cfg.source_lang), data_dir=data_dir_from_env(cfg.data_dir))
+    if cfg.teacher not in IMPORTABLE_TEACHERS:
+        teacher_config = load_teacher_config(cfg.teacher)
+        if Path(cfg.teacher).expanduser().is_dir():
+            check_weights_readable(cfg.teacher, what="teacher")
+            check_model_dir_tokenizer(cfg.teacher, teacher_config.vocab_size, what="teacher")
+
+
+def _check_steps(cfg: ExperimentConfig, teacher: str, common: dict) -> None:
+    """Every step's settings checked against the teacher before the first one trains: the teacher fine-tuning
+    and each arm's distill inputs (student shape, corpus, transfer set, ...: what `distill` itself checks
+    first) and [bench] seq_lens against the positions every student shares with the teacher."""
+    from kdcompress.model_check import model_max_positions
+    from kdcompress.training.setup import prepare
+
+    base = {**common, "teacher": teacher, "seed": cfg.seeds[0]}
+    where = cfg.config_path or "the experiment"
+    setup = prepare(DistillConfig.from_dict({**cfg.distill, **base}, where=f"[distill] of {where}"), student=False)
+    if setup.teacher_is_finetuned:
+        raise KDCompressError(f"teacher {teacher} is already fine-tuned on {setup.task.name}; an experiment "
+                              "fine-tunes the teacher itself: pass the general teacher it was fine-tuned from")
+    positions = model_max_positions(setup.teacher_config)
+    too_long = [n for n in cfg.step_settings("bench").seq_lens if n > positions]
+    if too_long:
+        raise KDCompressError(f"[bench] seq_lens {', '.join(map(str, too_long))} in {where} exceed the teacher's "
+                              f"{positions} positions, which every student shares; choose lengths up to {positions}")
+    for arm, strategy, settings in cfg.arm_list():
+        prepare(DistillConfig.from_dict({**settings, **base, "strategy": strategy}, where=f"arm {arm} of {where}"))
+
+
+@contextlib.contextmanager
+def _experiment_dir(out: Path) -> Iterator[None]:
+    """Hold `<out>.lock` for the whole run; an `out` this run created and left empty is removed on failure."""
+    with output_lock(out):
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            yield
+        except BaseException:
+            if created:  # empty folders only, deepest first: anything written stays for the rerun
+                for folder in [*sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)), out]:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+            raise
+
+
+def run_experiment(config: ExperimentConfig | None = None, **overrides) -> Path:
+    """Run (or continue) an experiment; returns the report directory.
+
+    Everything that can be checked is checked before `out` is created; the run then holds `<out>.lock`.
+    """
     from kdcompress.quiet import quiet_libraries
+    from kdcompress.settings import build
 
     quiet_libraries()
-    cfg = (config or ExperimentConfig(**settings)).validate()
+    cfg = build(ExperimentConfig, config, overrides)
     task = get_task(cfg.task)
-    source = normalise_lang(task, cfg.source_lang)
-    targets = _target_langs(cfg, task, source)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    source, targets = resolve_languages(task, cfg.source_lang, cfg.target_langs)
+    out = Path(cfg.out).expanduser()
+    _check_inputs(cfg, task, out)
+    common = dict(task=cfg.task, data_dir=cfg.data_dir, source_lang=source, target_langs=targets)
+    if cfg.teacher not in IMPORTABLE_TEACHERS:
+        _check_steps(cfg, cfg.teacher, common)
+    with _experiment_dir(out):
+        return _run(cfg, out, source, targets, common)
+
+
+def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], common: dict) -> Path:
+    from kdcompress import distill, export_onnx, finetune_teacher, import_teacher, run_bench
+
     steps = _Steps(out)
     started = time.perf_counter()
-    common = dict(task=cfg.task, data_dir=cfg.data_dir, source_lang=source, target_langs=targets)
 
     teacher = cfg.teacher
     if teacher in IMPORTABLE_TEACHERS:
         teacher = str(steps(f"import teacher ({teacher})", out / "teachers" / "general",
                             lambda target, _: import_teacher(cfg.teacher, target)))
+        _check_steps(cfg, teacher, common)
     distill_settings = dict(cfg.distill)
     finetuned = str(steps("fine-tune the teacher", out / "teachers" / "finetuned",
                           lambda target, resume: finetune_teacher(
@@ -72,15 +153,32 @@ def run_experiment(config: ExperimentConfig | None = None, **settings) -> Path:
     refs = [ModelRef("teacher", "teacher", None, "pytorch")]
     models = {"teacher": finetuned}
     latency_models = ["teacher"]
+    general_students: dict[str, str] = {}
+
+    def general_student(arm: str, settings: dict) -> str | None:
+        """The general student an arm starts from: distilled once per set of pretraining settings."""
+        if not (cfg.reuse_general_student and "pretrain_kd" in get_strategy(settings["strategy"]).stages):
+            return None
+        key = _pretraining_key(settings)
+        if key not in general_students:
+            general_students[key] = str(steps(
+                f"distill general student ({arm})", out / "students" / f"general-{key}",
+                lambda target, resume: distill(**{**settings, "strategy": "general", "kd_transfer": "source"},
+                                               teacher=teacher,
+                                               seed=cfg.seeds[0], out=str(target), resume=resume, **common)))
+        return general_students[key]
+
     for seed in cfg.seeds:
-        for strategy in cfg.strategies:
-            name = f"{strategy}-s{seed}"
+        for arm, strategy, arm_settings in cfg.arm_list():
+            name = f"{arm}-s{seed}"
+            settings = {**arm_settings, "strategy": strategy}
+            general = general_student(arm, settings)
             path = steps(f"distill {name}", out / "students" / name,
-                         lambda target, resume, strategy=strategy, seed=seed: distill(
-                             teacher=teacher, finetuned_teacher=finetuned, strategy=strategy, seed=seed,
-                             out=str(target), resume=resume, **common, **distill_settings))
+                         lambda target, resume, settings=settings, seed=seed, general=general: distill(
+                             **settings, teacher=teacher, finetuned_teacher=finetuned, general_student=general,
+                             seed=seed, out=str(target), resume=resume, **common))
             models[name] = str(path)
-            refs.append(ModelRef(name, strategy, seed, "pytorch"))
+            refs.append(ModelRef(name, arm, seed, "pytorch"))
             if seed == cfg.seeds[0]:
                 latency_models.append(name)
 
@@ -90,23 +188,22 @@ def run_experiment(config: ExperimentConfig | None = None, **settings) -> Path:
             onnx_name = f"{name}-int8"
             path = steps(f"export {onnx_name}", out / "onnx" / onnx_name,
                          lambda target, _, name=name: export_onnx(
-                             models[name], target, quantize=cfg.quantize, task=cfg.task,
-                             langs=[source, *targets], data_dir=cfg.data_dir))
+                             model_dir=models[name], out=str(target), quantize=cfg.quantize, task=cfg.task,
+                             langs=[source, *targets], data_dir=cfg.data_dir, **cfg.export))
             models[onnx_name] = str(path)
             group = "teacher" if name == "teacher" else name.rsplit("-s", 1)[0]
             refs.append(ModelRef(onnx_name, group, None if name == "teacher" else cfg.seeds[0], "int8"))
             latency_models.append(onnx_name)
 
     bench_dir = out / "bench"
-    run_bench = lambda target, _, overwrite=False: bench(  # noqa: E731
-        models, baseline="teacher", out=target, latency_models=latency_models, overwrite=overwrite,
+    run = lambda target, _, overwrite=False: run_bench(  # noqa: E731
+        models=models, baseline="teacher", out=str(target), latency_models=latency_models, overwrite=overwrite,
         **common, **cfg.bench)
-    steps("benchmark", bench_dir, run_bench)
+    steps("benchmark", bench_dir, run)
     payload = read_json(bench_dir / "bench.json", what="bench report")
     if payload["settings"]["models"] != models:  # seeds or strategies were added since: measure again
         steps.timings["benchmark"] = 0.0
-        run_bench(bench_dir, False, overwrite=True)
-        payload = read_json(bench_dir / "bench.json", what="bench report")
+        payload = run(bench_dir, False, overwrite=True).payload
     summary = aggregate(refs, payload["accuracy"], payload["headline"], source_lang=source)
     claims = assess_claims(summary)
     report_dir = write_experiment_report(

@@ -16,17 +16,17 @@ def token_id_map(teacher_vocab_size: int, keep_token_ids: list[int], unk_id: int
 class TextBatcher:
     """Collate function: tokenizes with the teacher's tokenizer once, so teacher and student see the same pieces.
 
-    With a trimmed student vocabulary, `student_input_ids` carries the same pieces in the student's ids.
+    With a trimmed student vocabulary, `model_inputs(..., id_map=)` maps the same pieces to the student's ids.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, texts: list[str], pairs: list[str | None] | None = None,
-                 labels: list[int] | None = None, *, max_length: int = 128, id_map: torch.Tensor | None = None):
+                 labels: list[int] | None = None, *, max_length: int = 128, kd_mask: list[bool] | None = None):
         self.tokenizer = tokenizer
         self.texts = texts
         self.pairs = pairs if pairs and any(p is not None for p in pairs) else None
         self.labels = labels
         self.max_length = max_length
-        self.id_map = id_map
+        self.kd_mask = kd_mask  # which rows the KD term covers (a transfer set mixes labelled and unlabeled rows)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -39,6 +39,8 @@ class TextBatcher:
         batch["index"] = torch.tensor(indices)
         if self.labels is not None:
             batch["labels"] = torch.tensor([self.labels[i] for i in indices])
+        if self.kd_mask is not None:
+            batch["kd_mask"] = torch.tensor([self.kd_mask[i] for i in indices])
         return batch
 
 

@@ -1,106 +1,168 @@
-"""Every setting of a `distill` run, as one dataclass (written whole to distill.json)."""
+"""Every setting of a `distill` (and `finetune-teacher`) run, as one dataclass (written whole to distill.json)."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from kdcompress.errors import KDCompressError
+from kdcompress.settings import Settings, setting
+from kdcompress.training.strategies import STRATEGY_NAMES, get_strategy, strategies_help
 
-STRATEGIES = ("none", "finetune", "pretrain", "both")
-LAYER_SELECTIONS = ("uniform", "bottom")
+LAYER_SELECTIONS = ("uniform", "bottom", "top")
+HIDDEN_LOSSES = ("cosine", "mse")
+MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
+KD_TRANSFERS = ("source", "corpus", "source+corpus")
+INIT_SOURCES = ("teacher", "finetuned-teacher")
 DEFAULT_TEACHER = "bert-base-multilingual-cased"
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(Settings):
+    table = "distill"
+
     # What to distill
-    teacher: str = DEFAULT_TEACHER
-    task: str = "sib200"
-    data_dir: str | None = None
-    source_lang: str = "en"
-    target_langs: list[str] = field(default_factory=list)
-    strategy: str = "finetune"
-    out: str = "runs/student"
+    teacher: str = setting(DEFAULT_TEACHER, help="Hub id or local model directory.")
+    task: str = setting("sib200", help="sib200, xnli or pawsx.")
+    data_dir: str | None = setting(None, help="Local data folder laid out like shared/data "
+                                   "(else $KDCOMPRESS_DATA_DIR, else the hub).")
+    source_lang: str = setting("en", help="Language the task is trained on.")
+    target_langs: list[str] = setting(factory=list, help="Comma-separated zero-shot languages, or 'all' (their "
+                                      "unlabeled text feeds pretraining KD and vocabulary trimming).")
+    strategy: str = setting("finetune", help=strategies_help() + ".")
+    out: str = setting("", help="Output model directory.")
 
     # Student shape
-    student_layers: int = 6
-    student_hidden: int | None = None
-    layer_selection: str = "uniform"
-    trim_vocab: bool = False
+    student_layers: int = setting(6, help="Layers copied from the teacher.")
+    student_hidden: int | None = setting(None, help="Hidden width of a narrower student (multiple of the head size).")
+    layer_selection: str = setting("uniform", help="Which teacher layers the student copies: uniform (every k-th, "
+                                   "ending at the top), bottom or top.")
+    trim_vocab: bool = setting(False, help="Keep only tokens seen in the corpus of the chosen languages.")
+    init_from: str = setting("teacher", help="Which teacher's layers a student without pretraining KD copies: teacher "
+                             "(the general one) or finetuned-teacher (the one fine-tuned on the source language).")
 
     # Shared training options
-    max_length: int = 128
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 5e-5
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    epochs: float = 3.0
-    max_steps: int | None = None  # caps every training stage (quick runs, smoke tests)
-    seed: int = 42
-    mixed_precision: str = "auto"  # auto | no | fp16 | bf16
-    save_every: int = 50
-    freeze_embeddings: bool = False  # never train the word embeddings (faster; unseen-language tokens stay as pretrained)
-    evaluate: bool = True  # closing dev-split accuracy of the student in every language, into distill.json
-    eval_limit: int | None = None  # dev examples per language for the closing evaluation (None: all)
+    max_length: int = setting(128, help="Truncation length in tokens (at most the model's positions).")
+    batch_size: int = setting(16, help="Examples per optimizer step and process.")
+    grad_accum: int = setting(1, help="Gradient accumulation steps.")
+    lr: float = setting(5e-5, help="Student fine-tuning learning rate.")
+    warmup_ratio: float = setting(0.1, help="Share of the steps with a linear learning-rate warm-up.")
+    weight_decay: float = setting(0.01, help="AdamW weight decay.")
+    epochs: float = setting(3.0, help="Student fine-tuning epochs.")
+    max_steps: int | None = setting(None, help="Cap on optimizer steps of every stage (quick runs).")
+    seed: int = setting(42, help="Seed of the data order, masking and fresh heads.")
+    mixed_precision: str = setting("auto", help="auto | no | fp16 | bf16 (auto: bf16/fp16 on GPUs, fp32 on CPUs).")
+    save_every: int = setting(50, help="Checkpoint every N optimizer steps.")
+    freeze_embeddings: bool = setting(False, help="Never train the word embeddings (faster; keeps unseen-language "
+                                      "tokens as pretrained).")
+    evaluate: bool = setting(True, help="Closing dev accuracy per language, into distill.json.")
+    eval_limit: int | None = setting(None, help="Dev examples per language for the closing evaluation (default: all).")
 
     # Teacher fine-tuning (when the teacher is not yet fine-tuned on the task)
-    finetuned_teacher: str | None = None  # a classifier already fine-tuned on the task, used for KD in fine-tuning
-    teacher_epochs: float = 3.0
-    teacher_lr: float = 5e-5
+    finetuned_teacher: str | None = setting(None, help="A teacher already fine-tuned on the task (e.g. from "
+                                            "`kdcompress finetune-teacher`), used for KD in fine-tuning; --teacher "
+                                            "stays the general teacher the student is built from.")
+    teacher_epochs: float = setting(3.0, help="Teacher fine-tuning epochs.")
+    teacher_lr: float = setting(5e-5, help="Teacher fine-tuning learning rate.")
 
     # KD during fine-tuning
-    temperature: float = 2.0
-    alpha: float = 0.5
-    finetune_hidden_weight: float = 0.0
+    temperature: float = setting(2.0, help="KD temperature T for fine-tuning KD.")
+    alpha: float = setting(0.5, help="Weight of the KD term against cross-entropy.")
+    finetune_hidden_weight: float = setting(0.0, help="Hidden-state loss weight in fine-tuning KD.")
+
+    kd_transfer: str = setting("source", help="Text the fine-tuned teacher's soft labels cover in KD during "
+                               "fine-tuning: source (the labelled source-language data), corpus (unlabeled --corpus "
+                               "text of the source and target languages; cross-entropy stays on the source labels) "
+                               "or source+corpus. No target-language label is ever read.")
 
     # KD during pretraining
-    corpus: list[str] = field(default_factory=lambda: ["task"])
-    corpus_max_sentences: int = 20000
-    pretrain_epochs: float = 1.0
-    pretrain_lr: float = 1e-4
-    mlm_weight: float | None = None  # None: 1.0 where the teacher has an MLM head, else 0
-    hidden_weight: float = 1.0
-    attention_weight: float = 1.0
-    hidden_loss: str = "cosine"
-    mlm_probability: float = 0.15
-    pretrain_temperature: float = 1.0
+    general_student: str | None = setting(None, help="A general student made by `distill --strategy general`, "
+                                          "reused instead of running KD during pretraining again (pretrain, both).")
+    corpus: list[str] = setting(factory=lambda: ["task"], help="Unlabeled text for pretraining KD: 'task', a .txt "
+                                "file/folder (e.g. from `kdcompress corpus`), or hub:DATASET[:CONFIG]. Repeatable.")
+    corpus_max_sentences: int = setting(20000, help="Cap on corpus sentences.")
+    pretrain_epochs: float = setting(1.0, help="Epochs over the corpus for pretraining KD.")
+    pretrain_lr: float = setting(1e-4, help="Pretraining KD learning rate.")
+    mlm_weight: float | None = setting(None, help="Soft masked-LM loss weight in pretraining KD "
+                                       "(default: 1 where the teacher has an MLM head, else 0).")
+    hidden_weight: float = setting(1.0, help="Hidden-state loss weight in pretraining KD.")
+    attention_weight: float = setting(1.0, help="Self-attention relation loss weight in pretraining KD.")
+    hidden_loss: str = setting("cosine", help="cosine or mse.")
+    mlm_probability: float = setting(0.15, help="Share of tokens masked for the masked-LM loss.")
+    pretrain_temperature: float = setting(1.0, help="KD temperature of the masked-LM loss.")
 
     # Run control
-    resume: bool = False
-    overwrite: bool = False
-    trust_remote_code: bool = False
+    resume: bool = setting(False, help="Continue the unfinished run in OUT.partial.")
+    overwrite: bool = setting(False, help="Replace an existing OUT.")
+    trust_remote_code: bool = setting(False, help="Run Python code shipped in the teacher's folder or hub repo. "
+                                      "Command line only, never from a config file.", file=False)
 
-    def validate(self) -> "DistillConfig":
-        if self.strategy not in STRATEGIES:
-            raise KDCompressError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
-        if self.layer_selection not in LAYER_SELECTIONS:
-            raise KDCompressError(f"unknown layer selection {self.layer_selection!r}; choose uniform or bottom")
-        if self.hidden_loss not in ("cosine", "mse"):
-            raise KDCompressError(f"unknown hidden-state loss {self.hidden_loss!r}; choose cosine or mse")
-        if self.student_layers < 1:
-            raise KDCompressError("--student-layers must be at least 1")
+    def check(self) -> "DistillConfig":
+        get_strategy(self.strategy)
+        _one_of("layer_selection", self.layer_selection, LAYER_SELECTIONS)
+        _one_of("hidden_loss", self.hidden_loss, HIDDEN_LOSSES)
+        _one_of("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        _at_least(1, student_layers=self.student_layers, student_hidden=self.student_hidden,
+                  max_length=self.max_length, batch_size=self.batch_size, grad_accum=self.grad_accum,
+                  max_steps=self.max_steps, save_every=self.save_every, eval_limit=self.eval_limit,
+                  corpus_max_sentences=self.corpus_max_sentences)
+        _positive(lr=self.lr, teacher_lr=self.teacher_lr, pretrain_lr=self.pretrain_lr, epochs=self.epochs,
+                  teacher_epochs=self.teacher_epochs, pretrain_epochs=self.pretrain_epochs,
+                  temperature=self.temperature, pretrain_temperature=self.pretrain_temperature)
+        _non_negative(weight_decay=self.weight_decay, finetune_hidden_weight=self.finetune_hidden_weight,
+                      mlm_weight=self.mlm_weight, hidden_weight=self.hidden_weight,
+                      attention_weight=self.attention_weight)
         if not 0.0 <= self.alpha <= 1.0:
             raise KDCompressError(f"--alpha must lie in [0, 1], got {self.alpha}")
-        if self.temperature <= 0 or self.pretrain_temperature <= 0:
-            raise KDCompressError("temperatures must be positive")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise KDCompressError("--max-steps must be at least 1")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise KDCompressError("--batch-size and --grad-accum must be at least 1")
-        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
-            raise KDCompressError("--mixed-precision must be auto, no, fp16 or bf16")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise KDCompressError(f"--warmup-ratio must lie in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise KDCompressError(f"mlm_probability must lie in (0, 1), got {self.mlm_probability}")
+        _one_of("kd_transfer", self.kd_transfer, KD_TRANSFERS)
+        _one_of("init_from", self.init_from, INIT_SOURCES)
+        strategy = get_strategy(self.strategy)
+        if self.kd_transfer != "source" and not strategy.uses_finetuned_teacher:
+            raise KDCompressError(f"--kd-transfer {self.kd_transfer} needs KD during fine-tuning; use --strategy "
+                                  "finetune or both, or --kd-transfer source")
+        if self.general_student and "pretrain_kd" not in strategy.stages:
+            raise KDCompressError(f"--general-student replaces KD during pretraining, which --strategy "
+                                  f"{self.strategy} does not run; use pretrain or both, or drop --general-student")
+        if self.init_from == "finetuned-teacher" and "pretrain_kd" in strategy.stages:
+            raise KDCompressError("--init-from finetuned-teacher applies to students without pretraining KD (none, "
+                                  "finetune); pretrain and both start from the general student")
+        if self.init_from == "finetuned-teacher" and not strategy.uses_finetuned_teacher and not self.finetuned_teacher:
+            raise KDCompressError("--init-from finetuned-teacher with --strategy none needs --finetuned-teacher")
+        if self.general_student and self.strategy == "general":
+            raise KDCompressError("--strategy general makes a general student; drop --general-student")
+        if not self.corpus:
+            raise KDCompressError("--corpus is empty; pass 'task', a .txt file or folder, or hub:DATASET")
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DistillConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise KDCompressError(f"unknown distill setting(s) {', '.join(unknown)}; see `kdcompress distill --help`")
-        return cls(**values)
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise KDCompressError(f"{_flag(name)} {value!r} is not one of {', '.join(choices)}")
+
+
+def _at_least(minimum: int, **values: int | None) -> None:
+    for name, value in values.items():
+        if value is not None and value < minimum:
+            raise KDCompressError(f"{_flag(name)} must be at least {minimum}, got {value}")
+
+
+def _positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise KDCompressError(f"{_flag(name)} must be positive, got {value}")
+
+
+def _non_negative(**values: float | None) -> None:
+    for name, value in values.items():
+        if value is not None and value < 0:
+            raise KDCompressError(f"{_flag(name)} must be 0 or more, got {value}")
+
+
+__all__ = ["DistillConfig", "DEFAULT_TEACHER", "LAYER_SELECTIONS", "STRATEGY_NAMES"]

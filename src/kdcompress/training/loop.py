@@ -6,9 +6,15 @@ accumulation, AdamW with linear warm-up, progress, checkpoints and resumption. T
 runs on a CPU, a GPU or many (`accelerate launch -m kdcompress distill ...`).
 
 Determinism: the data order of epoch e is a permutation seeded by (seed, e), and the global
-RNG is reseeded at every optimizer step from (seed, step). A run resumed from a checkpoint
-therefore sees exactly the batches and dropout masks an uninterrupted run would have seen,
-without having to save and restore RNG states.
+RNG is reseeded at every optimizer step from (seed, step, process rank). A run resumed from a
+checkpoint therefore sees exactly the batches and dropout masks an uninterrupted run would have
+seen, without having to save and restore RNG states.
+
+With N processes, process k takes batches k, k+N, ... of that order (each of --batch-size), so one
+optimizer step sees the same N*batch_size examples a single process sees with batch N*batch_size;
+gradients are averaged and the learning-rate schedule counts optimizer steps. Losses that average over
+examples therefore train exactly as one process would (up to float rounding); see tests/test_multiprocess.py
+for what differs where losses average over tokens, or draw dropout and MLM masks.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Callable
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
@@ -50,6 +56,8 @@ class LoopSettings:
     grad_accum: int = 1
     save_every: int = 50
     mixed_precision: str = "auto"
+    checkpoint_dir: Path | None = None  # where checkpoints go (None: no checkpoints)
+    resume: bool = False  # continue from the checkpoint in checkpoint_dir, if there is one
 
 
 @dataclass
@@ -68,8 +76,10 @@ def resolve_mixed_precision(setting: str) -> str:
     return "no"  # CPU autocast to bf16 is slower than fp32 on CPUs without AMX
 
 
-def _step_seed(seed: int, step: int) -> int:
-    return (seed * 1_000_003 + step) % (2**31)
+def _step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of the global RNG at an optimizer step. Each process of a distributed run gets its own (rank 0, and a
+    single process, the same as ever), so the processes draw independent dropout and MLM masks for their examples."""
+    return (seed * 1_000_003 + step + 104_729 * rank) % (2**31)
 
 
 class _Checkpoint:
@@ -130,8 +140,8 @@ def _progress_bar(disable: bool) -> Progress:
 
 
 def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size: int,
-                 make_batch: Callable[[list[int]], Batch], compute_loss: LossFn, checkpoint_dir: Path,
-                 resume: bool, extra_modules: dict[str, torch.nn.Module] | None = None,
+                 make_batch: Callable[[list[int]], Batch], compute_loss: LossFn,
+                 extra_modules: dict[str, torch.nn.Module] | None = None,
                  frozen_modules: list[torch.nn.Module] = ()) -> LoopResult:
     """Train `model` (and `extra_modules`, e.g. learned projections) to minimise `compute_loss`.
 
@@ -139,7 +149,10 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
     """
     accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum,
                               mixed_precision=resolve_mixed_precision(settings.mixed_precision),
-                              cpu=not torch.cuda.is_available())
+                              cpu=not torch.cuda.is_available(),
+                              # some parameters may get no gradient (the MLM head with --mlm-weight 0), which
+                              # DistributedDataParallel refuses at the second step unless told to look for them
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     set_seed(settings.seed)
     trainables = {"model": model, **(extra_modules or {})}
     no_decay = lambda name: name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name  # noqa: E731
@@ -157,15 +170,18 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
     for frozen in frozen_modules:
         frozen.to(accelerator.device).eval().requires_grad_(False)
 
-    checkpoint = _Checkpoint(checkpoint_dir)
+    checkpoint = _Checkpoint(settings.checkpoint_dir)
     step, micro_step, history, examples_seen = 0, 0, [], 0
-    if resume and checkpoint.exists():
+    if settings.resume and checkpoint.exists():
         progress = checkpoint.load(trainables, optimizer, scheduler)
         step, micro_step = progress["step"], progress["micro_step"]
         history, examples_seen = progress["history"], progress["examples"]
         accelerator.print(f"[{settings.stage}] resumed at step {step}/{total_steps}")
-    prepared = accelerator.prepare(*trainables.values(), optimizer, scheduler)
-    prepared_modules, optimizer, scheduler = prepared[:-2], prepared[-2], prepared[-1]
+    # The scheduler is stepped by hand, once per optimizer step. Prepared, Accelerate would step it once per
+    # process at every optimizer step (its convention for a schedule counted in single-process batches), so a
+    # 2-process run decayed the learning rate twice as fast and trained its second half at lr 0.
+    prepared = accelerator.prepare(*trainables.values(), optimizer)
+    prepared_modules, optimizer = prepared[:-1], prepared[-1]
     for module in prepared_modules:
         module.train()
     modules_by_name = dict(zip(trainables, prepared_modules))
@@ -180,7 +196,7 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
             loader = accelerator.skip_first_batches(accelerator.prepare_data_loader(loader), offset)
             window_loss, window_examples = 0.0, 0
             for batch in loader:
-                torch.manual_seed(_step_seed(settings.seed, step))
+                torch.manual_seed(_step_seed(settings.seed, step, accelerator.process_index))
                 with accelerator.accumulate(*prepared_modules):
                     with accelerator.autocast():
                         loss, components = compute_loss(batch, modules_by_name)
@@ -188,7 +204,8 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_([p for m in prepared_modules for p in m.parameters()], 1.0)
                     optimizer.step()
-                    scheduler.step()
+                    if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                        scheduler.step()
                     optimizer.zero_grad()
                 micro_step += 1
                 size = int(next(iter(batch.values())).shape[0])
@@ -198,6 +215,10 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
                     continue
                 step += 1
                 examples_seen += window_examples * accelerator.num_processes
+                if accelerator.num_processes > 1:  # log the mean over every process, not the main one's share
+                    logged = accelerator.reduce(torch.tensor([window_loss, *components.values()], dtype=torch.float64,
+                                                             device=accelerator.device), "mean").tolist()
+                    window_loss, components = logged[0], dict(zip(components, logged[1:]))
                 history.append({"step": step, "loss": round(window_loss, 6),
                                 **{k: round(v, 6) for k, v in components.items()},
                                 "lr": scheduler.get_last_lr()[0]})

@@ -24,11 +24,22 @@ def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return kl * t * t
 
 
+#: The label of a transfer-set row: unlabeled text that carries the teacher's soft labels only.
+UNLABELED = -100
+
+
 def logit_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                  *, temperature: float, alpha: float) -> torch.Tensor:
-    """alpha * T^2 * KL(teacher || student at temperature T) + (1 - alpha) * CE(student, labels)."""
-    kd = soft_kl(student_logits, teacher_logits, temperature)
-    ce = F.cross_entropy(student_logits, labels)
+                  *, temperature: float, alpha: float, kd_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """alpha * T^2 * KL(teacher || student at temperature T) + (1 - alpha) * CE(student, labels).
+
+    With a transfer set, the KL term averages over the rows in `kd_mask` (default: every row) and the
+    cross-entropy over the labelled rows (label != UNLABELED); a term with no rows in the batch is 0.
+    """
+    kd_rows = torch.ones_like(labels, dtype=torch.bool) if kd_mask is None else kd_mask.bool()
+    labelled = labels != UNLABELED
+    zero = student_logits.sum() * 0.0
+    kd = soft_kl(student_logits[kd_rows], teacher_logits[kd_rows], temperature) if kd_rows.any() else zero
+    ce = F.cross_entropy(student_logits[labelled], labels[labelled]) if labelled.any() else zero
     return alpha * kd + (1.0 - alpha) * ce
 
 

@@ -102,7 +102,8 @@ class StudentPlan:
 
 
 def select_layers(teacher_layers: int, student_layers: int, selection: str) -> tuple[int, ...]:
-    """Uniform: every k-th layer ending with the top one (keeps the teacher's depth profile). Bottom: the first N."""
+    """Uniform: every k-th layer ending with the top one (keeps the teacher's depth profile).
+    Bottom: the first N. Top: the last N."""
     if student_layers > teacher_layers:
         raise KDCompressError(
             f"a {student_layers}-layer student is deeper than its {teacher_layers}-layer teacher; "
@@ -110,6 +111,8 @@ def select_layers(teacher_layers: int, student_layers: int, selection: str) -> t
         )
     if selection == "bottom":
         return tuple(range(student_layers))
+    if selection == "top":
+        return tuple(range(teacher_layers - student_layers, teacher_layers))
     return tuple((j + 1) * teacher_layers // student_layers - 1 for j in range(student_layers))
 
 
@@ -263,7 +266,3 @@ def build_student(teacher: PreTrainedModel, plan: StudentPlan, student_class: ty
 
 def _is_mlm_head_key(key: str) -> bool:
     return key.startswith("cls.predictions.") or key.startswith(("vocab_transform.", "vocab_layer_norm.", "vocab_projector."))
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

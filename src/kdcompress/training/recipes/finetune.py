@@ -3,8 +3,6 @@ and the second stage of `pretrain`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
@@ -12,12 +10,11 @@ from kdcompress.training.batching import TextBatcher, model_inputs
 from kdcompress.training.loop import LoopResult, LoopSettings, run_training
 
 
-def finetune(*, model: PreTrainedModel, batcher: TextBatcher, settings: LoopSettings, checkpoint_dir: Path,
-             resume: bool, id_map=None) -> LoopResult:
+def finetune(*, model: PreTrainedModel, batcher: TextBatcher, settings: LoopSettings, id_map=None) -> LoopResult:
     def compute_loss(batch, modules):
         logits = modules["model"](**model_inputs(batch, student=True, id_map=id_map)).logits
         loss = F.cross_entropy(logits, batch["labels"])
         return loss, {"ce": float(loss.detach())}
 
     return run_training(settings=settings, model=model, dataset_size=len(batcher), make_batch=batcher,
-                        compute_loss=compute_loss, checkpoint_dir=checkpoint_dir, resume=resume)
+                        compute_loss=compute_loss)

@@ -2,11 +2,14 @@
 
 loss = alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) + (1 - alpha) * CE
        [+ hidden_weight * hidden-state loss against the layers the student was copied from]
+
+With a multilingual transfer set (`kd_transfer`), unlabeled rows in other languages carry only the
+teacher's soft labels: KL covers the rows the batch's `kd_mask` marks, CE the labelled (source) rows.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from rich.progress import Progress
@@ -35,9 +38,21 @@ def cache_teacher_logits(teacher: PreTrainedModel, batcher: TextBatcher, batch_s
     return torch.cat(out)
 
 
+@dataclass(frozen=True)
+class FinetuneKDLoss:
+    """The loss of KD in fine-tuning (see the module docstring)."""
+
+    temperature: float = 2.0
+    alpha: float = 0.5
+    hidden_weight: float = 0.0
+    hidden_loss: str = "cosine"
+    layer_map: tuple[int, ...] = ()  # teacher layer each student layer was copied from (hidden-state loss)
+
+
 def finetune_kd(*, student: PreTrainedModel, teacher: PreTrainedModel, batcher: TextBatcher, settings: LoopSettings,
-                checkpoint_dir: Path, resume: bool, temperature: float, alpha: float, hidden_weight: float = 0.0,
-                hidden_loss: str = "cosine", layer_map: tuple[int, ...] = (), id_map=None) -> LoopResult:
+                loss: FinetuneKDLoss, id_map=None) -> LoopResult:
+    temperature, alpha, hidden_weight = loss.temperature, loss.alpha, loss.hidden_weight
+    hidden_loss, layer_map = loss.hidden_loss, loss.layer_map
     use_hidden = hidden_weight > 0
     projection = HiddenProjection(student.config.hidden_size, teacher.config.hidden_size)
     extra = {"projection": projection} if use_hidden and not projection.is_identity else {}
@@ -51,7 +66,8 @@ def finetune_kd(*, student: PreTrainedModel, teacher: PreTrainedModel, batcher: 
             with torch.no_grad():
                 teacher_out = teacher(**model_inputs(batch, student=False), output_hidden_states=use_hidden)
             teacher_logits, teacher_hidden = teacher_out.logits, teacher_out.hidden_states
-        kd = losses.logit_kd_loss(student_out.logits, teacher_logits, batch["labels"], temperature=temperature, alpha=alpha)
+        kd = losses.logit_kd_loss(student_out.logits, teacher_logits, batch["labels"], temperature=temperature,
+                                  alpha=alpha, kd_mask=batch.get("kd_mask"))
         parts = {"kd_ce": float(kd.detach())}
         loss = kd
         if use_hidden:
@@ -63,5 +79,4 @@ def finetune_kd(*, student: PreTrainedModel, teacher: PreTrainedModel, batcher: 
         return loss, parts
 
     return run_training(settings=settings, model=student, dataset_size=len(batcher), make_batch=batcher,
-                        compute_loss=compute_loss, checkpoint_dir=checkpoint_dir, resume=resume,
-                        extra_modules=extra, frozen_modules=[teacher])
+                        compute_loss=compute_loss, extra_modules=extra, frozen_modules=[teacher])

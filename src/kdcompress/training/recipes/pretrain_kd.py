@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
@@ -64,11 +64,34 @@ def relation_heads(teacher_width: int, student_width: int, teacher_heads: int) -
     return max(h for h in range(1, teacher_heads + 1) if common % h == 0)
 
 
+@dataclass(frozen=True)
+class PretrainKDLoss:
+    """The weighted sum of pretraining KD losses; a weight of 0 turns a term off."""
+
+    mlm_weight: float = 0.0
+    hidden_weight: float = 1.0
+    attention_weight: float = 1.0
+    hidden_loss: str = "cosine"
+    temperature: float = 1.0  # of the soft masked-LM term
+    mlm_probability: float = 0.15
+
+
+@dataclass(frozen=True)
+class StudentVocab:
+    """How the student's vocabulary relates to the teacher's tokenizer (for masking and trimmed vocabularies)."""
+
+    special_ids: list[int]
+    mask_id: int | None
+    keep_token_ids: list[int] | None = None  # teacher ids the student keeps (None: all)
+    id_map: torch.Tensor | None = None  # teacher id -> student id, with a trimmed vocabulary
+
+
 def pretrain_kd(*, student: PreTrainedModel, teacher: PreTrainedModel, batcher: TextBatcher, settings: LoopSettings,
-                checkpoint_dir: Path, resume: bool, layer_map: tuple[int, ...], use_mlm: bool, mlm_weight: float,
-                hidden_weight: float, attention_weight: float, hidden_loss: str, temperature: float,
-                mlm_probability: float, special_ids: list[int], mask_id: int | None, keep_token_ids: list[int] | None,
-                id_map=None) -> LoopResult:
+                loss: PretrainKDLoss, vocab: StudentVocab, layer_map: tuple[int, ...]) -> LoopResult:
+    mlm_weight, hidden_weight, attention_weight = loss.mlm_weight, loss.hidden_weight, loss.attention_weight
+    hidden_loss, temperature, mlm_probability = loss.hidden_loss, loss.temperature, loss.mlm_probability
+    special_ids, mask_id, keep_token_ids, id_map = vocab.special_ids, vocab.mask_id, vocab.keep_token_ids, vocab.id_map
+    use_mlm = mlm_weight > 0
     projection = HiddenProjection(student.config.hidden_size, teacher.config.hidden_size)
     extra = {"projection": projection} if hidden_weight > 0 and not projection.is_identity else {}
     vocab_index = torch.tensor(keep_token_ids) if keep_token_ids is not None else None
@@ -110,8 +133,7 @@ def pretrain_kd(*, student: PreTrainedModel, teacher: PreTrainedModel, batcher: 
         return loss, parts
 
     return run_training(settings=settings, model=student, dataset_size=len(batcher), make_batch=batcher,
-                        compute_loss=compute_loss, checkpoint_dir=checkpoint_dir, resume=resume,
-                        extra_modules=extra, frozen_modules=[teacher])
+                        compute_loss=compute_loss, extra_modules=extra, frozen_modules=[teacher])
 
 
 def _unwrap(model: torch.nn.Module) -> PreTrainedModel:

@@ -1,0 +1,335 @@
+"""An exported ONNX directory -> a self-contained OpenVINO directory: fp32 (bf16 hint where the CPU
+has it) or NNCF int8, calibrated on source-language feeds, optionally with NNCF's accuracy control
+keeping every given language's dev accuracy within `max_drop` of fp32.
+
+The OpenVINO directory holds `openvino_model.xml/.bin`, `config.json`, the tokenizer files and
+`export.json`, whose `openvino.inference_precision` (f32 or bf16) the predictor compiles with.
+Weights are saved as they are (`compress_to_fp16=False`): fp16 weights would make "fp32" a lie.
+
+Two layers: model-level steps (`read_onnx`, `quantize_int8`, `quantize_int8_controlled`,
+`choose_inference_precision`, `save_openvino_dir`) for an export orchestrator that keeps its own
+report, and `export_openvino(onnx_dir, out, ...)`, which runs them in order.
+
+Feeds are what ONNX Runtime takes: dicts of graph input name -> int64 array (batch x length);
+keys the graph does not declare are dropped. A dev set is, per language, a list of
+(feed, labels) batches, labels as model class indices (the argmax space of the logits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import io
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from kdcompress.errors import KDCompressError, describe
+from kdcompress.io import atomic_output_dir
+from kdcompress.runtime.backends import (EXPORT_REPORT, ONNX_FILE, OPENVINO_FILE, OPENVINO_INSTALL,
+                                         import_openvino)
+
+Feed = Mapping[str, np.ndarray]
+DevSets = Mapping[str, Sequence[tuple[Feed, np.ndarray]]]
+DEFAULT_MAX_DROP = 0.01
+_COPIED = ("config.json", "distill.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+           "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json")
+
+
+# --- the libraries ------------------------------------------------------------------------------
+
+def import_nncf() -> Any:
+    try:
+        import nncf
+    except ImportError:
+        raise KDCompressError(f"NNCF (OpenVINO's int8 quantizer) is not installed; run {OPENVINO_INSTALL}") from None
+    return nncf
+
+
+@contextlib.contextmanager
+def _quiet_nncf(nncf: Any) -> Iterator[None]:
+    nncf.set_log_level(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars: the caller shows its own
+            yield
+    finally:
+        nncf.set_log_level(logging.INFO)
+
+
+def cpu_bf16() -> tuple[bool, str]:
+    """Whether OpenVINO runs bf16 on this CPU (AMX or avx512_bf16), and the flags that say so."""
+    ov = import_openvino()
+    capabilities = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    flags = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    found = sorted(flags & {"amx_bf16", "avx512_bf16"})
+    if "BF16" in capabilities:
+        return True, f"CPU has {', '.join(found) or 'bf16 support'} (OpenVINO capability BF16)"
+    return False, "CPU has neither AMX nor avx512_bf16 (no OpenVINO BF16 capability)"
+
+
+# --- model-level steps --------------------------------------------------------------------------
+
+def onnx_source(onnx: str | os.PathLike) -> tuple[Path, Path]:
+    """(ONNX file, its exported directory) for a directory made by export-onnx or its model.onnx."""
+    path = Path(onnx)
+    onnx_file = path / ONNX_FILE if path.is_dir() else path
+    if not onnx_file.is_file():
+        raise KDCompressError(f"no ONNX model at {onnx_file}; pass a directory made by `kdcompress export-onnx` "
+                              "or its model.onnx")
+    report_path = onnx_file.parent / EXPORT_REPORT
+    with contextlib.suppress(OSError, ValueError):
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        if isinstance(report, dict) and report.get("precision") == "int8":
+            raise KDCompressError(f"{onnx_file} is ONNX Runtime int8; convert an fp32 export (export-onnx "
+                                  "--quantize none) and let NNCF quantize it")
+    return onnx_file, onnx_file.parent
+
+
+def read_onnx(onnx: str | os.PathLike) -> Any:
+    """The fp32 `ov.Model` of an exported ONNX directory (or file)."""
+    ov = import_openvino()
+    onnx_file, _ = onnx_source(onnx)
+    try:
+        return ov.convert_model(str(onnx_file))
+    except Exception as exc:  # noqa: BLE001 - unsupported operator, corrupt file
+        raise KDCompressError(f"OpenVINO cannot convert {onnx_file} ({describe(exc)}); convert the unfused fp32 "
+                              "export (export-onnx without --optimize)") from None
+
+
+def _input_names(model: Any) -> list[str]:
+    return [port.get_any_name() for port in model.inputs]
+
+
+def _select(feed: Feed, names: Sequence[str]) -> dict[str, np.ndarray]:
+    missing = [n for n in names if n not in feed]
+    if missing:
+        raise KDCompressError(f"a feed lacks the model input {missing[0]!r}; build feeds with the model's tokenizer")
+    return {n: np.asarray(feed[n], dtype=np.int64) for n in names}
+
+
+def _check_feeds(feeds: Sequence[Feed], what: str) -> None:
+    if not feeds:
+        raise KDCompressError(f"no {what}; pass at least one batch of tokenized source-language text")
+
+
+def quantize_int8(model: Any, calibration_feeds: Sequence[Feed], *, reduced_range: bool = False,
+                  ignored_types: Sequence[str] = ()) -> Any:
+    """NNCF post-training int8 (transformer patterns, mixed preset) calibrated on `calibration_feeds`.
+
+    reduced_range: NNCF's overflow fix on every layer (7-bit weights, per channel) instead of the first
+    only; ignored_types: OpenVINO operator types left in fp32 (e.g. Gather: the embedding lookups).
+    """
+    nncf = import_nncf()
+    _check_feeds(calibration_feeds, "calibration feeds")
+    names = _input_names(model)
+    dataset = nncf.Dataset(list(calibration_feeds), lambda feed: _select(feed, names))
+    extra: dict[str, Any] = {}
+    if reduced_range:
+        extra["advanced_parameters"] = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
+    if ignored_types:
+        extra["ignored_scope"] = nncf.IgnoredScope(types=list(ignored_types), validate=False)
+    with _quiet_nncf(nncf):
+        return nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER,
+                             target_device=nncf.TargetDevice.CPU, subset_size=len(calibration_feeds), **extra)
+
+
+def quantize_int8_gated(model: Any, calibration_feeds: Sequence[Feed],
+                        items: Sequence[tuple[str, Feed, np.ndarray]],
+                        metric: Callable[[dict[str, list[np.ndarray]], dict[str, list[int]]], float], *,
+                        ignored_types: Sequence[str] = (), max_iterations: int = 10) -> Any:
+    """NNCF int8 with accuracy control on a caller's metric: NNCF ranks the quantized operators by how much
+    they cost `metric` and returns them to fp32, most harmful first, until the metric of the int8 model is
+    no lower than the fp32 model's. `items`: (language, feed, row ids); `metric(logits by language, row ids
+    by language)` scores a model's outputs on any subset of items (0 = as good as the reference)."""
+    nncf = import_nncf()
+    _check_feeds(calibration_feeds, "calibration feeds")
+    names = _input_names(model)
+
+    def validate(compiled: Any, data: Any) -> tuple[float, None]:
+        logits: dict[str, list[np.ndarray]] = {}
+        rows: dict[str, list[int]] = {}
+        for lang, feed, ids in data:
+            logits.setdefault(lang, []).append(_run(compiled, feed))
+            rows.setdefault(lang, []).extend(int(i) for i in ids)
+        return metric(logits, rows), None
+
+    calibration = nncf.Dataset(list(calibration_feeds), lambda feed: _select(feed, names))
+    validation = nncf.Dataset(list(items), lambda item: _select(item[1], names))
+    extra: dict[str, Any] = {}
+    if ignored_types:
+        extra["ignored_scope"] = nncf.IgnoredScope(types=list(ignored_types), validate=False)
+    with _quiet_nncf(nncf):
+        return nncf.quantize_with_accuracy_control(
+            model, calibration, validation, validate, max_drop=0.0, drop_type=nncf.DropType.ABSOLUTE,
+            model_type=nncf.ModelType.TRANSFORMER, target_device=nncf.TargetDevice.CPU,
+            subset_size=len(calibration_feeds),
+            advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
+                max_num_iterations=max_iterations),
+            **extra)
+
+
+def compile_model(model: Any, precision: str = "f32", threads: int | None = None) -> Any:
+    ov = import_openvino()
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return ov.Core().compile_model(model, "CPU", config)
+
+
+def _run(compiled: Any, feed: Feed) -> np.ndarray:
+    names = [port.get_any_name() for port in compiled.inputs]
+    return np.asarray(compiled(_select(feed, names))[compiled.output(0)], dtype=np.float32)
+
+
+def openvino_logits(model: Any, feeds: Sequence[Feed], *, precision: str = "f32") -> np.ndarray:
+    """Logits of an `ov.Model` (or a compiled one) on `feeds`, concatenated in order: for parity checks."""
+    compiled = model if hasattr(model, "create_infer_request") else compile_model(model, precision)
+    return np.concatenate([_run(compiled, feed) for feed in feeds])
+
+
+def dev_accuracy(compiled: Any, items: Sequence[tuple[str, Feed, np.ndarray]]) -> dict[str, float]:
+    """Accuracy per language over (language, feed, labels) batches."""
+    right: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for lang, feed, labels in items:
+        predicted = _run(compiled, feed).argmax(-1)
+        right[lang] = right.get(lang, 0) + int((predicted == np.asarray(labels)).sum())
+        total[lang] = total.get(lang, 0) + len(predicted)
+    return {lang: right[lang] / total[lang] for lang in total}
+
+
+def _dev_items(dev_sets: DevSets) -> list[tuple[str, Feed, np.ndarray]]:
+    items = [(lang, feed, np.asarray(labels)) for lang, batches in dev_sets.items() for feed, labels in batches]
+    if not items:
+        raise KDCompressError("no dev sets; pass each language's tokenized dev batches with their labels")
+    return items
+
+
+def quantize_int8_controlled(model: Any, calibration_feeds: Sequence[Feed], dev_sets: DevSets, *,
+                             max_drop: float = DEFAULT_MAX_DROP) -> tuple[Any, dict]:
+    """NNCF int8 with accuracy control: operators go back to fp32, most harmful first, until every
+    language's dev accuracy is within `max_drop` of the fp32 model's (NNCF validates in f32).
+
+    The metric NNCF sees is the worst language's accuracy minus its fp32 accuracy (0 for the fp32
+    model), so NNCF's single absolute `max_drop` bounds every language. Returns the model and a
+    report: per-language fp32 and int8 accuracy, worst drop and whether the bound was met.
+    """
+    nncf = import_nncf()
+    _check_feeds(calibration_feeds, "calibration feeds")
+    if not 0 <= max_drop < 1:
+        raise KDCompressError(f"max_drop {max_drop} must be an accuracy difference in [0, 1), e.g. 0.01")
+    items = _dev_items(dev_sets)
+    names = _input_names(model)
+    reference = dev_accuracy(compile_model(model, "f32"), items)
+
+    def validate(compiled: Any, data: Any) -> tuple[float, None]:
+        accuracy = dev_accuracy(compiled, list(data))
+        return min(accuracy[lang] - reference[lang] for lang in accuracy), None
+
+    calibration = nncf.Dataset(list(calibration_feeds), lambda feed: _select(feed, names))
+    validation = nncf.Dataset(items, lambda item: _select(item[1], names))
+    with _quiet_nncf(nncf):
+        quantized = nncf.quantize_with_accuracy_control(
+            model, calibration, validation, validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
+            model_type=nncf.ModelType.TRANSFORMER, target_device=nncf.TargetDevice.CPU,
+            subset_size=len(calibration_feeds))
+    int8 = dev_accuracy(compile_model(quantized, "f32"), items)
+    return quantized, _accuracy_report(reference, int8, max_drop)
+
+
+def _accuracy_report(reference: Mapping[str, float], candidate: Mapping[str, float], max_drop: float) -> dict:
+    drops = {lang: reference[lang] - candidate[lang] for lang in reference}
+    worst = max(drops, key=drops.get)
+    return {"max_drop": max_drop, "fp32_accuracy": dict(reference), "int8_accuracy": dict(candidate),
+            "worst_language": worst, "worst_drop": round(drops[worst], 6),
+            "goal_met": all(d <= max_drop + 1e-12 for d in drops.values())}
+
+
+def choose_inference_precision(model: Any, dev_sets: DevSets | None = None, *,
+                               reference: Mapping[str, float] | None = None,
+                               max_drop: float = DEFAULT_MAX_DROP) -> tuple[str, str]:
+    """("bf16" or "f32", why): bf16 where the CPU runs it and, given dev sets, where every
+    language's accuracy under bf16 stays within `max_drop` of `reference` (per-language accuracy,
+    e.g. the fp32 model's; default: the same model under f32)."""
+    supported, cpu = cpu_bf16()
+    if not supported:
+        return "f32", cpu
+    if not dev_sets:
+        return "bf16", f"{cpu}; accuracy under bf16 not checked (no dev sets)"
+    items = _dev_items(dev_sets)
+    reference = reference or dev_accuracy(compile_model(model, "f32"), items)
+    bf16 = dev_accuracy(compile_model(model, "bf16"), items)
+    worst = max(bf16, key=lambda lang: reference[lang] - bf16[lang])
+    drop = reference[worst] - bf16[worst]
+    if drop > max_drop + 1e-12:
+        return "f32", f"{cpu}, but under bf16 {worst} loses {drop:.3f} dev accuracy (> {max_drop}); kept f32"
+    return "bf16", f"{cpu}; under bf16 every language is within {max_drop} (worst {worst}: {-drop:+.3f})"
+
+
+def save_openvino_dir(model: Any, onnx_dir: str | os.PathLike, out: str | os.PathLike, *, report: dict,
+                      overwrite: bool = False) -> Path:
+    """Write `out`: openvino_model.xml/.bin, the source's config and tokenizer files, and export.json
+    (`report` plus the files, sizes, OpenVINO version and the source export's report)."""
+    ov = import_openvino()
+    _, source_dir = onnx_source(onnx_dir)
+    with atomic_output_dir(out, overwrite=overwrite) as staging:
+        ov.save_model(model, str(staging / OPENVINO_FILE), compress_to_fp16=False)
+        copied = [name for name in _COPIED if (source_dir / name).is_file()]
+        for name in copied:
+            shutil.copyfile(source_dir / name, staging / name)
+        source_report = None
+        with contextlib.suppress(OSError, ValueError):
+            source_report = json.loads((source_dir / EXPORT_REPORT).read_text(encoding="utf-8"))
+        payload = {
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "runtime": "openvino",
+            **report,
+            "files": {"model": OPENVINO_FILE, "weights": OPENVINO_FILE.replace(".xml", ".bin"), "copied": copied},
+            "sizes": {"model_bytes": (staging / OPENVINO_FILE.replace(".xml", ".bin")).stat().st_size},
+            "source": {"onnx_dir": str(source_dir.resolve()), "export": source_report},
+        }
+        payload.setdefault("openvino", {})["version"] = ov.get_version()
+        (staging / EXPORT_REPORT).write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n",
+                                             encoding="utf-8")
+    return Path(out)
+
+
+# --- the whole conversion -----------------------------------------------------------------------
+
+def export_openvino(onnx_dir: str | os.PathLike, out: str | os.PathLike, *,
+                    calibration_feeds: Sequence[Feed] | None = None, dev_sets: DevSets | None = None,
+                    max_drop: float = DEFAULT_MAX_DROP, overwrite: bool = False) -> Path:
+    """Convert an exported ONNX directory to an OpenVINO directory at `out`; return `out`.
+
+    No calibration feeds: fp32 weights. Calibration feeds: NNCF int8; with dev sets too, NNCF's
+    accuracy control keeps every language within `max_drop` of fp32. Either way the inference
+    precision recorded is bf16 where the CPU has it and (given dev sets) every language stays
+    within `max_drop` of fp32 under it, else f32.
+    """
+    model = read_onnx(onnx_dir)
+    report: dict[str, Any] = {"precision": "fp32", "openvino": {}}
+    if calibration_feeds:
+        report["precision"] = "int8"
+        report["quantization"] = {"method": "nncf.quantize", "model_type": "transformer", "preset": "mixed",
+                                  "calibration_batches": len(calibration_feeds),
+                                  "calibration_examples": int(sum(len(f[next(iter(f))]) for f in calibration_feeds))}
+        if dev_sets:
+            model, accuracy = quantize_int8_controlled(model, calibration_feeds, dev_sets, max_drop=max_drop)
+            report["quantization"]["method"] = "nncf.quantize_with_accuracy_control"
+            report["accuracy"] = accuracy
+        else:
+            model = quantize_int8(model, calibration_feeds)
+    reference = report.get("accuracy", {}).get("fp32_accuracy")
+    hint, reason = choose_inference_precision(model, dev_sets, reference=reference, max_drop=max_drop)
+    report["openvino"].update(inference_precision=hint, inference_precision_reason=reason)
+    return save_openvino_dir(model, onnx_dir, out, report=report, overwrite=overwrite)

@@ -1,0 +1,222 @@
+"""`export-onnx --runtime openvino`: the checked fp32 ONNX graph -> an OpenVINO model (fp32, or NNCF int8
+under the per-language int8 control), its inference precision (bf16 where the CPU has it and every
+language stays within the control's bound) and its parity per language against PyTorch.
+
+The int8 ladder (int8_control.py) on OpenVINO: NNCF's default int8; reduced range (NNCF's overflow
+fix on every layer); the embedding lookups (Gather) in fp32; NNCF's accuracy control returning the
+most harmful operators to fp32 on the control's own metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from kdcompress.deploy import openvino as ovx
+from kdcompress.deploy.checks import FP32_TOLERANCE, CheckSet, Parity, run_logits
+from kdcompress.deploy.context import ExportRun
+from kdcompress.deploy.int8_control import GateData, Ladder, Rung, judge, shortfall
+from kdcompress.deploy.int8_step import gate_data, load_calibration, ort_logits, show_attempt
+from kdcompress.errors import KDCompressError
+from kdcompress.runtime.backends import OPENVINO_FILE
+
+# OpenVINO's CPU kernels sum in another order than ONNX Runtime's: fp32 logits differ by ~1e-6..1e-5.
+OV_FP32_TOLERANCE = 10 * FP32_TOLERANCE
+EMBEDDING_TYPES = ("Gather",)
+
+
+def require_libraries(quantize: str) -> None:
+    """Fail before any work when the openvino extra is missing (NNCF only matters for int8)."""
+    from kdcompress.runtime.backends import import_openvino
+
+    import_openvino()
+    if quantize != "none":
+        ovx.import_nncf()
+
+
+@dataclass
+class OpenVinoResult:
+    model: Any
+    inference_precision: str
+    fp32_check: dict  # the fp32 OpenVINO model in f32, against PyTorch
+    final_check: dict  # the saved model at its inference precision, against PyTorch
+
+
+def _logits_fn(compiled: Any) -> Callable[[dict], np.ndarray]:
+    return lambda feed: ovx._run(compiled, feed)
+
+
+def ov_logits(model: Any, check: CheckSet, precision: str = "f32") -> dict[str, np.ndarray]:
+    run = _logits_fn(ovx.compile_model(model, precision))
+    return {lang: run_logits(run, batches) for lang, batches in check.batches.items()}
+
+
+def openvino_step(run: ExportRun, parity: Parity, fp32_path: Path, check: CheckSet) -> OpenVinoResult:
+    config, ui = run.config, run.ui
+    with ui.stage("openvino_convert", "convert the fp32 ONNX graph to OpenVINO"):
+        model = ovx.read_onnx(fp32_path)
+    with ui.stage("check_openvino_fp32", "check the OpenVINO fp32 model against PyTorch"):
+        fp32_check = parity.compare_run(_logits_fn(ovx.compile_model(model, "f32")))
+    if fp32_check["max_abs_logit_diff"] > OV_FP32_TOLERANCE:
+        raise KDCompressError(f"the OpenVINO fp32 model differs from PyTorch by {fp32_check['max_abs_logit_diff']:.2e} "
+                              f"in the logits (> {OV_FP32_TOLERANCE:g}); nothing was written - please report this "
+                              "model, and use --runtime onnxruntime meanwhile")
+    run.report["openvino"] = {"fp32_tolerance": OV_FP32_TOLERANCE}
+
+    gate = dev_set = None
+    if config.min_agreement > 0 or config.accuracy_goal is not None:
+        gate, dev_set = gate_data(run, check, lambda dev: ort_logits(fp32_path, dev))
+    if config.quantize == "static":
+        model = _int8(run, model, gate, dev_set)
+
+    precision, reason = _inference_precision(run, model, gate, dev_set)
+    run.report["openvino"].update(inference_precision=precision, inference_precision_reason=reason)
+    ui.note(f"OpenVINO inference precision: {precision} - {reason}")
+    with ui.stage("check_openvino", f"check the OpenVINO model ({precision}) against PyTorch"):
+        final_check = parity.compare_run(_logits_fn(ovx.compile_model(model, precision)))
+    return OpenVinoResult(model, precision, fp32_check, final_check)
+
+
+def _int8(run: ExportRun, model: Any, gate: GateData | None, dev_set: CheckSet | None) -> Any:
+    config, ui = run.config, run.ui
+    calibration_feeds, calibration_source = load_calibration(run)
+    quantization = {"tool": "nncf", "model_type": "transformer", "preset": "mixed", "target_device": "CPU",
+                    "calibration": {"source": calibration_source,
+                                    "examples": sum(len(f["input_ids"]) for f in calibration_feeds)}}
+    run.report["quantization"] = quantization
+    if config.accuracy_goal is not None:
+        with ui.stage("quantize", f"NNCF int8 with accuracy control (every language within {config.accuracy_goal})"):
+            model, accuracy = ovx.quantize_int8_controlled(model, calibration_feeds, _dev_sets(run, gate, dev_set),
+                                                           max_drop=config.accuracy_goal)
+        quantization["method"] = "nncf.quantize_with_accuracy_control"
+        run.report["accuracy"] = {**accuracy, "fp32_fallback_nodes": []}
+        return model
+    if gate is None:
+        with ui.stage("quantize", "NNCF int8"):
+            quantization["method"] = "nncf.quantize"
+            return ovx.quantize_int8(model, calibration_feeds)
+
+    made: dict[str, Any] = {}
+
+    def quantized(name: str, **kwargs: Any) -> Callable[[], tuple[Any, dict]]:
+        def build() -> tuple[Any, dict]:
+            with ui.stage(f"quantize_{name}", f"NNCF int8 ({name})"):
+                made[name] = ovx.quantize_int8(model, calibration_feeds, **kwargs)
+            return made[name], {"nncf": _describe(kwargs)}
+        return build
+
+    ladder = Ladder(gate, lambda candidate: ov_logits(candidate, dev_set))
+    rungs = [
+        Rung("default", "NNCF's int8 for transformers (mixed preset, per-channel weights, overflow fix on the first "
+             "layer)", quantized("default")),
+        Rung("per_channel_reduced_range", "per-channel weights, reduced (7-bit) range on every layer "
+             "(NNCF overflow_fix=enable)", quantized("per_channel_reduced_range", reduced_range=True)),
+        Rung("fp32_embeddings", "the embedding lookups (Gather) left in fp32",
+             quantized("fp32_embeddings", ignored_types=EMBEDDING_TYPES),
+             skip=lambda: None if _quantizes_embeddings(made["default"]) else
+             "NNCF's int8 leaves the embedding lookups of this model in fp32 already: nothing to change"),
+        Rung("sensitive_ops_fp32", "NNCF accuracy control: the operators that cost the most agreement back in "
+             "fp32, until every language passes", lambda: _gated(run, model, calibration_feeds, gate, dev_set)),
+    ]
+    ui.note(f"int8 control: every language >= {config.min_agreement:.0%} argmax agreement with fp32 on "
+            f"{gate.source}, else fallbacks")
+    kept, record = ladder.run(rungs, on_attempt=lambda a: show_attempt(run, a))
+    quantization["method"] = ("nncf.quantize_with_accuracy_control" if record["kept"] == "sensitive_ops_fp32"
+                              else "nncf.quantize")
+    run.report["int8_control"] = record
+    if not record["passed"]:
+        ui.warn(f"no OpenVINO int8 candidate kept every language at {config.min_agreement:.0%} agreement: kept "
+                f"{record['kept']} (worst {record['worst_language']} {record['min_agreement']:.1%}); "
+                "see int8_control in export.json")
+    return kept
+
+
+def _describe(kwargs: dict) -> dict:
+    return {"overflow_fix": "enable" if kwargs.get("reduced_range") else "first_layer_only",
+            "ignored_types": list(kwargs.get("ignored_types", ()))}
+
+
+def _quantizes_embeddings(quantized: Any) -> bool:
+    """Whether NNCF's int8 put a FakeQuantize (or int8 weights) in front of a Gather's data input."""
+    for op in quantized.get_ordered_ops():
+        if op.get_type_name() != "Gather":
+            continue
+        producer = op.input_value(0).get_node()
+        seen = 0
+        while producer is not None and seen < 4:  # Convert / Subtract / Multiply of a decompressed weight
+            if producer.get_type_name() == "FakeQuantize" or producer.get_element_type().get_type_name() in ("i8",
+                                                                                                              "u8"):
+                return True
+            if producer.get_input_size() == 0:
+                break
+            producer = producer.input_value(0).get_node()
+            seen += 1
+    return False
+
+
+def _gated(run: ExportRun, model: Any, calibration_feeds: list, gate: GateData,
+           dev_set: CheckSet) -> tuple[Any, dict]:
+    items = [(lang, {k: v for k, v in b.items() if k != "_order"}, b["_order"])
+             for lang, batches in dev_set.batches.items() for b in batches]
+
+    def metric(logits: dict[str, list[np.ndarray]], rows: dict[str, list[int]]) -> float:
+        ids = {lang: np.asarray(r) for lang, r in rows.items()}
+        sub = GateData({lang: gate.reference[lang][i] for lang, i in ids.items()},
+                       None if gate.labels is None else {lang: gate.labels[lang][i] for lang, i in ids.items()},
+                       gate.label_map, gate.min_agreement)
+        misses = shortfall(sub, {lang: np.concatenate(parts) for lang, parts in logits.items()})
+        return -max(misses.values())
+
+    with run.ui.stage("quantize_sensitive_ops_fp32", "NNCF int8 with accuracy control on the int8 control's metric"):
+        quantized = ovx.quantize_int8_gated(model, calibration_feeds, items, metric,
+                                            max_iterations=run.config.max_trials)
+    return quantized, {"nncf": {"method": "nncf.quantize_with_accuracy_control",
+                                "metric": "minus the worst language's shortfall from the gate", "max_drop": 0.0,
+                                "max_iterations": run.config.max_trials}}
+
+
+def _dev_sets(run: ExportRun, gate: GateData | None, dev_set: CheckSet | None) -> dict:
+    """(feed, labels in the model's class indices) batches per language, for NNCF's accuracy control."""
+    if gate is None or gate.labels is None or gate.label_map is None:
+        raise KDCompressError("--accuracy-goal needs labelled dev data in the model's task; pass --task and "
+                              "--data-dir")
+    to_class = np.argsort(gate.label_map)  # task label index -> model class index
+    return {lang: [({k: v for k, v in b.items() if k != "_order"}, to_class[gate.labels[lang][b["_order"]]])
+                   for b in batches] for lang, batches in dev_set.batches.items()}
+
+
+def _inference_precision(run: ExportRun, model: Any, gate: GateData | None,
+                         dev_set: CheckSet | None) -> tuple[str, str]:
+    """bf16 where the CPU runs it and, with the control on, every language still passes under bf16."""
+    supported, cpu = ovx.cpu_bf16()
+    if not supported:
+        return "f32", cpu
+    if gate is None:
+        return "bf16", f"{cpu}; accuracy under bf16 not checked (--min-agreement 0)"
+    with run.ui.stage("check_bf16", "check every language under bf16"):
+        verdict = judge(gate, ov_logits(model, dev_set, "bf16"))
+    run.report["openvino"]["bf16_check"] = {k: verdict[k] for k in ("passed", "failing", "min_agreement",
+                                                                      "worst_language")}
+    if not verdict["passed"]:
+        return "f32", (f"{cpu}, but under bf16 {', '.join(verdict['failing'][:5])} fall below the int8 control's "
+                       f"bound (worst {verdict['worst_language']} {verdict['min_agreement']:.1%}); kept f32")
+    return "bf16", (f"{cpu}; under bf16 every language keeps >= {gate.min_agreement:.0%} agreement with fp32 "
+                    f"(worst {verdict['worst_language']} {verdict['min_agreement']:.1%})")
+
+
+def save_model(model: Any, staging: Path) -> Path:
+    from kdcompress.runtime.backends import import_openvino
+
+    path = staging / OPENVINO_FILE
+    import_openvino().save_model(model, str(path), compress_to_fp16=False)
+    return path
+
+
+def op_counts(model: Any) -> dict[str, int]:
+    from collections import Counter
+
+    counts = Counter(op.get_type_name() for op in model.get_ordered_ops())
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))

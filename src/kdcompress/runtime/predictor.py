@@ -1,0 +1,123 @@
+"""`Predictor`: labels and probabilities from an exported directory, without torch or transformers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from kdcompress.errors import KDCompressError
+from kdcompress.runtime.backends import open_backend, pick_model_file
+from kdcompress.runtime.encoding import Encoder, read_json_file
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float  # the probability of `label`
+    probabilities: dict[str, float]
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "score": self.score, "probabilities": self.probabilities}
+
+
+def _labels(config: dict, model_dir: Path) -> list[str]:
+    id2label = config.get("id2label")
+    if not isinstance(id2label, dict) or not id2label:
+        raise KDCompressError(f"{model_dir}/config.json has no id2label; re-export a sequence classifier")
+    try:
+        by_index = {int(k): str(v) for k, v in id2label.items()}
+    except ValueError:
+        raise KDCompressError(f"{model_dir}/config.json has non-numeric id2label keys; re-save the model") from None
+    if sorted(by_index) != list(range(len(by_index))):
+        raise KDCompressError(f"{model_dir}/config.json's id2label skips indices; re-save the model")
+    return [by_index[i] for i in range(len(by_index))]
+
+
+def _check_texts(texts: Sequence[str], text_pairs: Sequence[str | None] | None) -> None:
+    if isinstance(texts, str) or (text_pairs is not None and isinstance(text_pairs, str)):
+        raise KDCompressError("predict takes a list of texts; wrap a single text in a list")
+    if text_pairs is not None and len(text_pairs) != len(texts):
+        raise KDCompressError(f"predict got {len(texts)} texts but {len(text_pairs)} text_pairs; pass one pair "
+                              "(or None) per text")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise KDCompressError(f"text {i} is a {type(text).__name__}, not a string; pass strings")
+    for i, pair in enumerate(text_pairs or ()):
+        if pair is not None and not isinstance(pair, str):
+            raise KDCompressError(f"text_pair {i} is a {type(pair).__name__}, not a string or None")
+
+
+class Predictor:
+    """Run an exported directory (`kdcompress export-onnx`) on ONNX Runtime or OpenVINO.
+
+    backend: "auto" (model.onnx -> onnxruntime, openvino_model.xml -> openvino), "onnxruntime" or
+    "openvino" (which reads model.onnx too). threads: the runtime's intra-op threads (None: its
+    default). Texts are sorted by token length into batches of `batch_size` (set `sort_by_length`
+    False to batch in arrival order); results come back in input order. `precision` is OpenVINO's
+    inference precision, f32 or bf16 (default: what the export recorded, else f32).
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, *, threads: int | None = None, backend: str = "auto",
+                 batch_size: int = 32, max_length: int | None = None, precision: str | None = None,
+                 sort_by_length: bool = True):
+        self.model_dir = Path(model_dir)
+        if not self.model_dir.is_dir():
+            raise KDCompressError(f"model directory {self.model_dir} does not exist; pass a directory made by "
+                                  "`kdcompress export-onnx`")
+        if batch_size < 1:
+            raise KDCompressError(f"batch_size must be at least 1, not {batch_size}")
+        pick_model_file(self.model_dir, backend)  # no model file, or the wrong one: say so first
+        config = read_json_file(self.model_dir / "config.json", "model config")
+        self.labels = _labels(config, self.model_dir)
+        self.multi_label = config.get("problem_type") == "multi_label_classification"
+        self.encoder = Encoder.from_dir(self.model_dir, config, max_length=max_length)
+        self.backend = open_backend(self.model_dir, backend, threads=threads, precision=precision)
+        self.batch_size = batch_size
+        self.sort_by_length = sort_by_length
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def _feed(self, encoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self.backend.input_names if n not in encoded]
+        if missing:
+            raise KDCompressError(f"the model needs input {missing[0]!r}, which the tokenizer does not produce; "
+                                  "re-export the model with `kdcompress export-onnx`")
+        return {name: encoded[name] for name in self.backend.input_names}
+
+    def logits(self, texts: Sequence[str], text_pairs: Sequence[str | None] | None = None) -> np.ndarray:
+        """Raw logits, shape (len(texts), num_labels), in input order."""
+        _check_texts(texts, text_pairs)
+        out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        if not len(texts):
+            return out
+        encodings = self.encoder.encode(texts, text_pairs)
+        order = np.arange(len(encodings))
+        if self.sort_by_length:
+            order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            out[rows] = self.backend.run(self._feed(self.encoder.pad([encodings[i] for i in rows])))
+        return out
+
+    def probabilities(self, texts: Sequence[str], text_pairs: Sequence[str | None] | None = None) -> np.ndarray:
+        """Softmax (sigmoid for multi-label models) of the logits, in input order."""
+        logits = self.logits(texts, text_pairs).astype(np.float64)
+        if self.multi_label:
+            return 1.0 / (1.0 + np.exp(-logits))
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True)
+
+    def predict(self, texts: Sequence[str], text_pairs: Sequence[str | None] | None = None) -> list[Prediction]:
+        """One Prediction (label, score, probabilities by label) per text, in input order."""
+        result = []
+        for row in self.probabilities(texts, text_pairs):
+            best = int(row.argmax())
+            result.append(Prediction(self.labels[best], float(row[best]),
+                                     {label: float(p) for label, p in zip(self.labels, row)}))
+        return result

@@ -1,0 +1,208 @@
+"""`export-onnx --runtime openvino` and the per-language int8 control, on tiny random models.
+
+Random weights check mechanics (parity, files, the control's record), never accuracy: the measured
+agreement of a real student is in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdcompress.errors import KDCompressError
+
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("nncf") is not None
+NEEDS_OPENVINO = pytest.mark.skipif(not HAS_OPENVINO,
+                                    reason="openvino/nncf are not installed: pip install 'kdcompress[openvino]'")
+TEXTS = ["Where is the train station?", "Der Zug fährt um acht Uhr ab.", "火车八点出发。",
+         "A much longer English sentence about football, the weather and politics in one go.", "x"]
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "export.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def ov_fp32(tmp_path_factory, tiny_classifier_dir, data_dir) -> Path:
+    from kdcompress import export_onnx
+
+    out = tmp_path_factory.mktemp("ov") / "fp32"
+    result = export_onnx(model_dir=tiny_classifier_dir, out=out, runtime="openvino", langs="en,de,zh",
+                         data_dir=data_dir, check_samples=12, eval_samples=12, progress=False)
+    assert result.runtime == "openvino" and result.model_path == out / "openvino_model.xml"
+    return out
+
+
+@NEEDS_OPENVINO
+def test_openvino_export_matches_pytorch_per_language(ov_fp32, tiny_classifier_dir):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdcompress.runtime import Predictor
+
+    names = {p.name for p in ov_fp32.iterdir()}
+    assert {"openvino_model.xml", "openvino_model.bin", "config.json", "tokenizer.json", "export.json"} <= names
+    assert "model.onnx" not in names  # self-contained OpenVINO directory, not an ONNX one
+    report = _report(ov_fp32)
+    assert report["runtime"] == "openvino" and report["precision"] == "fp32"
+    assert report["openvino"]["inference_precision"] in ("f32", "bf16") and report["openvino"]["version"]
+    check = report["check"]
+    assert set(check["final"]["per_language"]) == {"en", "de", "zh"}
+    assert check["openvino_fp32"]["max_abs_logit_diff"] < 1e-3  # OpenVINO f32 vs PyTorch, per language
+    assert all(row["argmax_agreement"] == 1.0 for row in check["openvino_fp32"]["per_language"].values())
+    assert report["files"]["model"] == "openvino_model.xml" and report["sizes"]["model_bytes"] > 0
+
+    moved = ov_fp32.parent / "moved"
+    shutil.copytree(ov_fp32, moved)
+    predictor = Predictor(moved, threads=1, precision="f32")
+    assert predictor.backend_name == "openvino"
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_classifier_dir)
+    with torch.no_grad():
+        expected = model(**tokenizer(TEXTS, padding=True, truncation=True, max_length=128,
+                                     return_tensors="pt")).logits.numpy()
+    np.testing.assert_allclose(predictor.logits(TEXTS), expected, atol=1e-3)
+
+
+@NEEDS_OPENVINO
+def test_openvino_static_int8_records_the_control(tmp_path, tiny_classifier_dir, data_dir):
+    from kdcompress import export_onnx
+    from kdcompress.runtime import Predictor
+
+    out = tmp_path / "ov8"
+    result = export_onnx(model_dir=tiny_classifier_dir, out=out, runtime="openvino", quantize="static",
+                         langs="en,de", data_dir=data_dir, check_samples=8, eval_samples=16,
+                         calibration_samples=16, max_trials=2, progress=False)
+    report = result.report
+    assert report["precision"] == "int8" and report["quantization"]["tool"] == "nncf"
+    control = report["int8_control"]
+    assert control["attempts"][0]["name"] == "default" and control["attempts"][0]["why"] == "the default int8"
+    assert control["kept"] in [a["name"] for a in control["attempts"] if a["tried"]]
+    for attempt in control["attempts"]:  # every rung says why it was tried (or skipped)
+        assert attempt["why"]
+        if attempt["tried"]:
+            assert set(attempt["per_language"]) == {"en", "de"}
+    assert Predictor(out, threads=1).predict(TEXTS)[0].label
+
+
+def test_openvino_rejects_dynamic_and_fused_graphs():
+    from kdcompress.deploy.config import ExportConfig
+
+    with pytest.raises(KDCompressError, match="NNCF.*static"):
+        ExportConfig.from_dict({"model_dir": "m", "out": "o", "runtime": "openvino", "quantize": "dynamic"})
+    with pytest.raises(KDCompressError, match="--optimize"):
+        ExportConfig.from_dict({"model_dir": "m", "out": "o", "runtime": "openvino", "optimize": True})
+    with pytest.raises(KDCompressError, match="--runtime"):
+        ExportConfig.from_dict({"model_dir": "m", "out": "o", "runtime": "tensorrt"})
+    goal = ExportConfig.from_dict({"model_dir": "m", "out": "o", "runtime": "openvino", "accuracy_goal": 0.01})
+    assert goal.quantize == "static"
+
+
+@pytest.mark.parametrize("quantize", ["none", "static"])
+def test_missing_openvino_extra_is_one_line_before_any_work(tmp_path, monkeypatch, quantize):
+    from kdcompress import export_onnx
+    from kdcompress.deploy import export as export_module
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    monkeypatch.setattr(export_module, "load_model_dir", lambda *_: pytest.fail("work started"))
+    with pytest.raises(KDCompressError, match=r"pip install 'kdcompress\[openvino\]'") as info:
+        export_onnx(model_dir=str(tmp_path), out=str(tmp_path / "out"), runtime="openvino", quantize=quantize)
+    assert "\n" not in str(info.value) and not (tmp_path / "out").exists()
+
+
+def test_missing_nncf_names_the_extra_for_int8(tmp_path, monkeypatch):
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino is not installed")
+    from kdcompress import export_onnx
+
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(KDCompressError, match=r"pip install 'kdcompress\[openvino\]'"):
+        export_onnx(model_dir=str(tmp_path), out=str(tmp_path / "out"), runtime="openvino", quantize="static")
+
+
+# --- the int8 control's ladder ------------------------------------------------------------------
+
+def _gate(labels: bool = True):
+    from kdcompress.deploy.int8_control import GateData
+
+    rng = np.random.default_rng(0)
+    reference = {lang: rng.normal(size=(100, 3)) for lang in ("en", "ha")}
+    truth = {lang: ref.argmax(-1) for lang, ref in reference.items()}
+    return GateData(reference, truth if labels else None, np.arange(3) if labels else None, source="fake dev")
+
+
+def _flip(logits: np.ndarray, n: int) -> np.ndarray:
+    out = logits.copy()
+    out[:n] = np.roll(out[:n], 1, axis=1)  # a different argmax for the first n rows
+    return out
+
+
+def test_gate_accepts_97_percent_agreement_or_one_point_accuracy():
+    from kdcompress.deploy.int8_control import judge
+
+    gate = _gate()
+    ok = judge(gate, {lang: _flip(ref, 3) for lang, ref in gate.reference.items()})
+    assert ok["passed"] and ok["min_agreement"] == 0.97
+    bad = judge(gate, {"en": gate.reference["en"], "ha": _flip(gate.reference["ha"], 4)})
+    assert not bad["passed"] and bad["failing"] == ["ha"] and bad["per_language"]["ha"]["accuracy_drop"] == 0.04
+    # 10 rows change class but stay wrong: agreement 90%, accuracy unchanged -> passes on accuracy
+    from kdcompress.deploy.int8_control import GateData
+
+    truth = {lang: (ref.argmax(-1) + 1) % 3 for lang, ref in gate.reference.items()}
+    lenient = GateData(gate.reference, truth, np.arange(3))
+    moved = {lang: ref.copy() for lang, ref in gate.reference.items()}
+    for ref in moved.values():
+        ref[:10] = np.roll(ref[:10], -1, axis=1)  # argmax - 1: neither fp32's answer nor the truth
+    verdict = judge(lenient, moved)
+    assert verdict["passed"] and verdict["min_agreement"] == 0.9
+    assert verdict["per_language"]["en"]["accuracy_drop"] == 0.0
+    assert not judge(GateData(gate.reference, None, None), moved)["passed"]  # without labels: agreement only
+
+
+def test_ladder_tries_fallbacks_in_order_and_keeps_the_first_that_passes():
+    from kdcompress.deploy.int8_control import Ladder, Rung
+
+    gate = _gate()
+    flips = {"default": 9, "per_channel_reduced_range": 5, "fp32_embeddings": 2, "sensitive_ops_fp32": 0}
+    built = []
+
+    def rung(name, skip=None):
+        return Rung(name, name, lambda: (built.append(name), (name, {"detail": name}))[1], skip=skip)
+
+    ladder = Ladder(gate, lambda name: {"en": gate.reference["en"], "ha": _flip(gate.reference["ha"], flips[name])})
+    kept, record = ladder.run([rung("default"), rung("per_channel_reduced_range"),
+                               rung("fp32_embeddings"), rung("sensitive_ops_fp32")])
+    assert kept == "fp32_embeddings" and built == ["default", "per_channel_reduced_range", "fp32_embeddings"]
+    assert record["passed"] and record["kept"] == "fp32_embeddings"
+    whys = [a["why"] for a in record["attempts"]]
+    assert whys[0] == "the default int8" and "ha 91.0%" in whys[1] and "ha 95.0%" in whys[2]
+
+    nothing_passes = Ladder(gate, lambda name: {"en": gate.reference["en"], "ha": _flip(gate.reference["ha"], 9 if
+                                                                                          name == "default" else 6)})
+    kept, record = nothing_passes.run([rung("default"), rung("per_channel_reduced_range", skip="already"),
+                                       rung("fp32_embeddings")])
+    assert kept == "fp32_embeddings" and not record["passed"] and "fewest failing" in record["why_kept"]
+    assert record["attempts"][1] == {"name": "per_channel_reduced_range", "description": "per_channel_reduced_range",
+                                     "tried": False, "why": "already"}
+
+
+def test_ort_int8_export_records_the_control(tmp_path, tiny_classifier_dir, data_dir):
+    from kdcompress import export_onnx
+
+    result = export_onnx(model_dir=tiny_classifier_dir, out=tmp_path / "int8", quantize="dynamic", langs="en,sw",
+                         data_dir=data_dir, check_samples=8, eval_samples=16, max_trials=3, progress=False)
+    control = result.report["int8_control"]
+    assert control["data"].startswith("sib200 dev") and control["attempts"][0]["name"] == "default"
+    assert set(control["attempts"][0]["per_language"]) == {"en", "sw"}
+    assert control["kept"] in [a["name"] for a in control["attempts"] if a["tried"]]
+    kept = next(a for a in control["attempts"] if a["name"] == control["kept"])
+    assert result.report["quantization"]["label"] == kept["scheme"]
+    off = export_onnx(model_dir=tiny_classifier_dir, out=tmp_path / "off", quantize="dynamic", langs="en",
+                      data_dir=data_dir, check_samples=8, min_agreement=0, progress=False)
+    assert "int8_control" not in off.report
