@@ -34,11 +34,17 @@ def main(model_dir: str, out_dir: str, data_dir: str) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = OVModelForSequenceClassification.from_pretrained(model_dir, export=True)
     texts = english_train(Path(data_dir))
-    dataset = Dataset.from_dict({"text": texts}).map(
-        # Padded to 128: with dynamic lengths, OpenVINO stops in the embeddings' Add during calibration
-        # ("Eltwise shape infer input shapes dim index: 1 mismatch", optimum-intel 2.2 + transformers 5.5).
-        lambda batch: tokenizer(batch["text"], truncation=True, padding="max_length", max_length=128), batched=True,
-        remove_columns=["text"])
+    names = [port.get_any_name() for port in model.model.inputs]
+
+    def encode(batch: dict) -> dict:
+        encoded = dict(tokenizer(batch["text"], truncation=True, max_length=128))
+        # The exported graph takes token_type_ids even where the (XLM-R) tokenizer makes none; without them
+        # calibration stops in the embeddings' Add ("Eltwise shape infer ... mismatch").
+        if "token_type_ids" in names and "token_type_ids" not in encoded:
+            encoded["token_type_ids"] = [[0] * len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    dataset = Dataset.from_dict({"text": texts}).map(encode, batched=True, remove_columns=["text"])
     quantizer = OVQuantizer.from_pretrained(model)
     quantizer.quantize(calibration_dataset=dataset, save_directory=out,
                        ov_config=OVConfig(quantization_config=OVQuantizationConfig(num_samples=len(texts))))

@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from kdcompress.errors import KDCompressError
-from kdcompress.io import (atomic_output_dir, check_writable_output, clean_stale_temps, lock_path, output_lock,
-                           refuse_existing, temp_prefix)
+from kdcompress.io import atomic_output_dir, check_writable_output, refuse_existing
+from kdcompress.locks import clean_stale_temps, lock_path, output_lock, temp_prefix
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -169,7 +169,8 @@ def test_lock_refuses_live_holders_and_takes_over_stale_ones(tmp_path, capsys, c
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from kdcompress.io import {what}
+    from kdcompress.io import atomic_output_dir
+    from kdcompress.locks import output_lock
     with {what}(Path(sys.argv[1])) as folder:
         if "{what}" == "atomic_output_dir":
             (folder / "half-written").write_text("x")

@@ -73,3 +73,19 @@ def test_relation_matrix_hand_computed():
     rel = losses.self_attention_relations(states, 1)
     expected = torch.tensor([[1.0, 0.0], [0.0, 4.0]]) / math.sqrt(2)
     assert torch.allclose(rel[0, 0], expected)
+
+
+def test_length_bucketed_order_is_a_seeded_permutation_of_similar_length_batches():
+    from kdcompress.training.loop import epoch_order
+
+    lengths = [((i * 37) % 101) + 1 for i in range(1003)]
+    order = epoch_order(len(lengths), seed=3, batch_size=8, lengths=lengths, window=10)
+    assert sorted(order) == list(range(len(lengths)))  # every example once
+    assert order == epoch_order(len(lengths), seed=3, batch_size=8, lengths=lengths, window=10)  # resumable
+    assert order != epoch_order(len(lengths), seed=4, batch_size=8, lengths=lengths, window=10)
+    blocks = [order[i:i + 8] for i in range(0, len(order), 8)]
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in blocks) / len(blocks)
+    random_spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b)
+                        for b in (list(range(len(lengths)))[i:i + 8] for i in range(0, len(lengths), 8))) / len(blocks)
+    assert spread < random_spread / 5  # batches hold similar lengths
+    assert epoch_order(10, seed=3, batch_size=4) == epoch_order(10, seed=3, batch_size=4, lengths=None)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from rich.console import Console
+
 from kdcompress.data.tasks import Task
 from kdcompress.errors import KDCompressError
 
@@ -54,12 +56,16 @@ def _built_corpus_text(path: Path, langs: list[str], max_sentences: int) -> list
     per_lang = {}
     for lang in langs:
         file = path / f"{FLORES_TO_ISO.get(lang, lang)}.txt"
-        if not file.is_file():
-            raise KDCompressError(f"corpus {path} has no text for language {lang}; rebuild it with "
-                                  f"`kdcompress corpus --langs` including {lang}, or leave {lang} out")
-        per_lang[lang] = _file_text(file)
-        if not per_lang[lang]:
-            raise KDCompressError(f"corpus file {file} is empty; rebuild the corpus or leave {lang} out")
+        if file.is_file():
+            per_lang[lang] = _file_text(file)
+    missing = [lang for lang in langs if not per_lang.get(lang)]
+    if len(missing) == len(langs):
+        raise KDCompressError(f"corpus {path} has no text for any of the languages {', '.join(langs)}; rebuild it "
+                              "with `kdcompress corpus --langs` naming them")
+    if missing:  # generic text does not exist for every language; say so rather than fail the run
+        Console(stderr=True).print(f"[yellow]note[/]: corpus {path} has no text for {', '.join(missing)}; "
+                                   "they get none from it")
+    per_lang = {lang: texts for lang, texts in per_lang.items() if texts}
     chosen: list[str] = []
     remaining, budget = sorted(per_lang, key=lambda lang: len(per_lang[lang])), max_sentences
     for i, lang in enumerate(remaining):

@@ -37,7 +37,8 @@ from kdcompress.deploy.int8_step import int8_step
 from kdcompress.deploy.model_dir import SAMPLE_TEXTS, SourceModel, inspect_model_dir, load_model_dir
 from kdcompress.deploy.progress import Progress, print_summary
 from kdcompress.errors import KDCompressError, describe
-from kdcompress.io import atomic_output_dir, check_writable_output, temp_prefix, write_json_atomic
+from kdcompress.io import atomic_output_dir, check_writable_output, write_json_atomic
+from kdcompress.locks import temp_prefix
 from kdcompress.quiet import quiet_block
 from kdcompress.settings import build
 

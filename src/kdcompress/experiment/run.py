@@ -17,7 +17,8 @@ from kdcompress.experiment.config import IMPORTABLE_TEACHERS, ExperimentConfig
 from kdcompress.experiment.report import print_summary, write_experiment_report
 from kdcompress.experiment.summary import ModelRef, aggregate, assess_claims
 from kdcompress.errors import KDCompressError
-from kdcompress.io import check_writable_output, output_lock, read_json
+from kdcompress.io import check_writable_output, read_json
+from kdcompress.locks import output_lock
 from kdcompress.training.config import DistillConfig
 from kdcompress.training.strategies import get_strategy
 

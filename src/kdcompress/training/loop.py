@@ -139,10 +139,35 @@ def _progress_bar(disable: bool) -> Progress:
     )
 
 
+def epoch_order(dataset_size: int, seed: int, batch_size: int, lengths: list[int] | None = None,
+                window: int = 50) -> list[int]:
+    """The example order of one epoch, a function of the seed alone (so a resumed run finds its place).
+
+    With `lengths`, batches are length-bucketed: each window of `window` batches of a random permutation is
+    sorted by length and cut into batches, and the batches are shuffled. Similar lengths share a batch, so
+    padding (and time) drops on a corpus of mixed lengths, while every epoch still sees a fresh mix.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(dataset_size, generator=generator).tolist()
+    if lengths is None:
+        return order
+    span = batch_size * window
+    batches = []
+    for start in range(0, dataset_size, span):
+        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    # Only full batches are shuffled: the DataLoader cuts the order into consecutive blocks of batch_size, so a
+    # short batch anywhere but last would shift every block after it.
+    full = [b for b in batches if len(b) == batch_size]
+    rest = [i for b in batches if len(b) < batch_size for i in b]
+    shuffled = torch.randperm(len(full), generator=generator).tolist()
+    return [i for b in shuffled for i in full[b]] + rest
+
+
 def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size: int,
                  make_batch: Callable[[list[int]], Batch], compute_loss: LossFn,
                  extra_modules: dict[str, torch.nn.Module] | None = None,
-                 frozen_modules: list[torch.nn.Module] = ()) -> LoopResult:
+                 frozen_modules: list[torch.nn.Module] = (), lengths: list[int] | None = None) -> LoopResult:
     """Train `model` (and `extra_modules`, e.g. learned projections) to minimise `compute_loss`.
 
     `frozen_modules` (teachers) are moved to the training device and kept in eval mode.
@@ -191,7 +216,10 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
         task = bar.add_task(settings.stage, total=total_steps, completed=step, loss=float("nan"), rate=0.0)
         while step < total_steps:
             epoch, offset = divmod(micro_step, batches_per_epoch)
-            order = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(settings.seed + epoch)).tolist()
+            # Buckets of one optimizer step's examples across all processes: N processes x batch B then see the
+            # same examples at each step as one process with batch N*B.
+            order = epoch_order(dataset_size, settings.seed + epoch, settings.batch_size * accelerator.num_processes,
+                                lengths)
             loader = DataLoader(order, batch_size=settings.batch_size, collate_fn=make_batch)
             loader = accelerator.skip_first_batches(accelerator.prepare_data_loader(loader), offset)
             window_loss, window_examples = 0.0, 0

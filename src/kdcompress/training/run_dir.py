@@ -24,7 +24,8 @@ from accelerate import PartialState
 from rich.console import Console
 
 from kdcompress.errors import KDCompressError
-from kdcompress.io import check_writable_output, output_lock, refuse_existing, write_json_atomic
+from kdcompress.io import check_writable_output, refuse_existing, write_json_atomic
+from kdcompress.locks import output_lock
 
 console = Console(stderr=True)
 _RUN_CONTROL = ("resume", "overwrite")

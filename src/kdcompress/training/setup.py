@@ -21,9 +21,9 @@ from kdcompress.io import check_writable_output
 from kdcompress.model_check import check_model_dir_tokenizer, check_weights_readable, model_max_positions
 from kdcompress.training import teacher_loading
 from kdcompress.training.batching import token_id_map
-from kdcompress.training.losses import UNLABELED
 from kdcompress.training.config import DistillConfig
 from kdcompress.training.strategies import Strategy, get_strategy
+from kdcompress.training.transfer_set import TransferSet, build_transfer_set
 from kdcompress.training.students import StudentPlan, plan_student
 from kdcompress.training.vocab import collect_token_ids, trim_tokenizer
 
@@ -69,54 +69,6 @@ class RunSetup:
         if self.cfg.general_student:
             facts["general_student"] = self.cfg.general_student
         return facts
-
-
-@dataclass(frozen=True)
-class TransferSet:
-    """The rows of KD during fine-tuning: labelled source examples and unlabeled transfer text, with which rows
-    the KD term covers. `kind` tells the two kinds of text apart: "task" is the task's own train/dev text in
-    the other languages (in SIB-200, translations of the English training sentences), "generic" is text
-    that is not parallel to the training data."""
-
-    examples: list[Example]
-    kd_mask: list[bool]
-    kind: str  # "source only", "task" or "generic"
-    unlabeled: int
-
-    def record(self) -> dict:
-        return {"kind": self.kind, "labelled": len(self.examples) - self.unlabeled, "unlabeled": self.unlabeled,
-                "fingerprint": fingerprint(self.examples)}
-
-
-def _transfer_set(cfg: DistillConfig, task: Task, source: str, targets: list[str], data_dir, train: list[Example],
-                  corpus: list[str] | None) -> TransferSet:
-    mode = cfg.kd_transfer
-    source_kd = mode in ("source", "source+corpus")
-    if mode == "source":
-        return TransferSet(train, [True] * len(train), "source only", 0)
-    if cfg.corpus == ["task"] and not targets:
-        raise KDCompressError("the transfer set holds no target-language text: pass --target-langs (or 'all'), "
-                              "or a --corpus of other languages")
-    pairs = any(e.text_pair for e in train)
-    if pairs:  # pair tasks: the task's own unlabeled target-language pairs (single sentences would not fit)
-        if cfg.corpus != ["task"]:
-            raise KDCompressError(f"--kd-transfer {mode} on pair task {task.name} needs sentence pairs: use --corpus "
-                                  "task (the targets' unlabeled train/dev pairs)")
-        unlabeled = [Example(e.text, e.text_pair, UNLABELED) for lang in targets for split in ("train", "dev")
-                     for e in _maybe_load(task, split, lang, data_dir)][:cfg.corpus_max_sentences]
-    else:
-        unlabeled = [Example(text, None, UNLABELED) for text in corpus or []]
-    if not unlabeled:
-        raise KDCompressError(f"the transfer set for --kd-transfer {mode} is empty; check --corpus and --target-langs")
-    kind = "task" if cfg.corpus == ["task"] else "generic"
-    return TransferSet(train + unlabeled, [source_kd] * len(train) + [True] * len(unlabeled), kind, len(unlabeled))
-
-
-def _maybe_load(task: Task, split: str, lang: str, data_dir) -> list[Example]:
-    try:
-        return task.load(split, lang, data_dir=data_dir)
-    except KDCompressError:
-        return []  # e.g. XNLI has no local training split in the target languages
 
 
 def _check_general_student(path: str, plan: StudentPlan, vocab_size: int) -> None:
@@ -198,7 +150,7 @@ def prepare(cfg: DistillConfig, *, student: bool = True) -> RunSetup:
                         vocab_size=len(keep_ids) if keep_ids else None) if student else None
     if cfg.general_student:
         _check_general_student(cfg.general_student, plan, len(keep_ids) if keep_ids else teacher_config.vocab_size)
-    transfer = _transfer_set(cfg, task, source, targets, data_dir, train_examples, corpus) if student else None
+    transfer = build_transfer_set(cfg, task, source, targets, data_dir, train_examples, corpus) if student else None
     return RunSetup(cfg=cfg, strategy=strategy, task=task, source=source, targets=targets, data_dir=data_dir,
                     teacher_config=teacher_config, teacher_is_finetuned=teacher_is_finetuned,
                     given_finetuned_teacher=given, train_examples=train_examples, tokenizer=tokenizer,

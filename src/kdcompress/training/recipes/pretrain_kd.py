@@ -133,7 +133,8 @@ def pretrain_kd(*, student: PreTrainedModel, teacher: PreTrainedModel, batcher: 
         return loss, parts
 
     return run_training(settings=settings, model=student, dataset_size=len(batcher), make_batch=batcher,
-                        compute_loss=compute_loss, extra_modules=extra, frozen_modules=[teacher])
+                        compute_loss=compute_loss, extra_modules=extra, frozen_modules=[teacher],
+                        lengths=[len(text) for text in batcher.texts])
 
 
 def _unwrap(model: torch.nn.Module) -> PreTrainedModel:
