@@ -349,3 +349,32 @@ def test_openvino_refuses_an_ort_int8_export(onnx_dir, tmp_path):
     with pytest.raises(KDCompressError, match="fp32 export"):
         onnx_source(int8)
     assert onnx_source(onnx_dir / "model.onnx") == (onnx_dir / "model.onnx", onnx_dir)
+
+
+def test_kill_9_during_predict_leaves_no_output_and_the_rerun_cleans_up(onnx_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(f"Satz Nummer {i} über das Wetter in Berlin.\n" for i in range(200_000)))
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "kdcompress", "predict", str(onnx_dir), "--input", str(texts), "--out", str(out),
+               "--threads", "1", "--chunk-size", "512"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.name.startswith(".out.jsonl.tmp-") for p in tmp_path.iterdir()):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert not out.exists() and any(name.startswith(".out.jsonl.tmp-") for name in left), left
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sum(1 for _ in out.open()) == 200_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "texts.txt"]

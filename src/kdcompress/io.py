@@ -104,9 +104,10 @@ def _umask() -> int:
     return mask
 
 
-def match_umask(path: str | os.PathLike) -> None:
-    """Give `path` the mode a directory the user makes would get (0777 less the umask), e.g. after mkdtemp's 0700."""
-    Path(path).chmod(0o777 & ~_umask())
+def match_umask(path: str | os.PathLike, *, mode: int = 0o777) -> None:
+    """Give `path` the mode the user's own tools would give it (`mode` less the umask), e.g. after mkdtemp's 0700
+    (a directory) or mkstemp's 0600 (a file: pass mode=0o666)."""
+    Path(path).chmod(mode & ~_umask())
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
+from kdcompress.io import match_umask
+from kdcompress.locks import output_lock, temp_prefix
 from kdcompress.errors import KDCompressError
 from kdcompress.runtime.backends import BACKENDS, OV_PRECISIONS
 from kdcompress.runtime.inputs import FORMATS, BadRow, InputRow, input_format, open_input, read_inputs
@@ -123,19 +125,17 @@ def atomic_text_file(out: str, *, overwrite: bool) -> Iterator[IO[str]]:
         raise KDCompressError(f"output file {path} already exists; choose another --out or pass --overwrite")
     if path.is_dir():
         raise KDCompressError(f"--out {path} is a directory; pass a file name such as predictions.jsonl")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            yield stream
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; the result gets the user's usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with output_lock(path):  # a second writer is refused; a killed run's temp file is removed
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                yield stream
+            match_umask(tmp, mode=0o666)  # mkstemp makes 0600; the result gets the user's usual mode
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 def _output_line(row: InputRow, prediction: Any, include_text: bool) -> str:
