@@ -14,7 +14,7 @@ $(BIN)/kdcompress: pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	# torch first, pinned: an unpinned resolve would fetch a multi-GB CUDA build.
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[offline,dev]'
+	$(BIN)/pip install -e '.[offline,dev,openvino]'
 	touch $@
 
 venv: $(BIN)/kdcompress

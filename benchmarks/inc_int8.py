@@ -85,7 +85,7 @@ def quantize_with_inc(student: Path, data_dir: Path, threads: int, log: Callable
         return score
 
     tune_config = TuningConfig(config_set=[StaticQuantConfig.get_config_set_for_tuning()], tolerable_loss=0.01,
-                               max_trials=4)
+                               max_trials=3)
     quantized = autotune(exported, tune_config=tune_config, eval_fn=eval_logged, run_fn=run_fn,
                          example_inputs=example)
     import torch._inductor.config as inductor_config

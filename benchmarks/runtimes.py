@@ -178,17 +178,27 @@ def control_summary(out: Path) -> dict:
             "model_mb": round(report["sizes"]["model_bytes"] / 1e6, 1)}
 
 
+def _reused(path: Path) -> dict | None:
+    info = path / "made.json"
+    return json.loads(info.read_text()) if info.is_file() else None
+
+
 def optimum_int8(student: Path, work: Path, venv: Path) -> tuple[Path, dict]:
+    if made := _reused(work / "optimum"):
+        return Path(made["quantized"]), made["versions"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     done = subprocess.run([str(venv / "bin" / "python"), str(ROOT / "benchmarks" / "optimum_export.py"), str(student),
                            str(work / "optimum")], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
     info = json.loads(done.stdout.strip().splitlines()[-1])
+    (work / "optimum" / "made.json").write_text(json.dumps(info))
     return Path(info["quantized"]), info["versions"]
 
 
 def optimum_intel_int8(student: Path, work: Path, venv: Path, data_dir: Path) -> tuple[Path, dict]:
+    if made := _reused(work / "optimum_intel"):
+        return Path(made["model"]), made["versions"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     done = subprocess.run([str(venv / "bin" / "python"), str(ROOT / "benchmarks" / "optimum_intel_export.py"),
                            str(student), str(work / "optimum_intel"), str(data_dir)], capture_output=True, text=True,
@@ -196,6 +206,7 @@ def optimum_intel_int8(student: Path, work: Path, venv: Path, data_dir: Path) ->
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
     info = json.loads(done.stdout.strip().splitlines()[-1])
+    (work / "optimum_intel" / "made.json").write_text(json.dumps(info))
     return Path(info["model"]), info["versions"]
 
 

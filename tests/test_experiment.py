@@ -71,3 +71,53 @@ def test_experiment_config_errors(tmp_path):
     config.write_text('[experiment]\n[distill]\nlearning_rate = 1\n')
     result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
     assert result.exit_code == 2 and "unknown distill setting" in result.output
+
+
+def test_arms_and_one_general_student_for_every_seed(tmp_path, tiny_teacher_dir, data_dir):
+    config = tmp_path / "arms.toml"
+    out = tmp_path / "arms"
+    config.write_text(f"""
+[experiment]
+out = "{out}"
+teacher = "{tiny_teacher_dir}"
+data_dir = "{data_dir}"
+target_langs = ["de"]
+strategies = ["pretrain"]
+seeds = [1, 2]
+quantize = "none"
+
+[experiment.arms.transfer-task]
+strategy = "finetune"
+kd_transfer = "source+corpus"
+
+[distill]
+student_layers = 1
+max_steps = 1
+batch_size = 4
+max_length = 16
+corpus_max_sentences = 16
+evaluate = false
+
+[bench]
+limit = 4
+batch_sizes = [1]
+seq_lens = [16]
+repeats = 1
+rounds = 1
+warmup = 0
+memory = false
+""")
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    students = sorted(p.name for p in (out / "students").iterdir())
+    general = [name for name in students if name.startswith("general-")]
+    assert len(general) == 1 and set(students) - set(general) == {"pretrain-s1", "pretrain-s2", "transfer-task-s1",
+                                                                   "transfer-task-s2"}
+    for seed in (1, 2):
+        record = json.loads((out / "students" / f"pretrain-s{seed}" / "distill.json").read_text())
+        assert record["general_student"].endswith(general[0]) and [s["name"] for s in record["stages"]] == ["student"]
+        transfer = json.loads((out / "students" / f"transfer-task-s{seed}" / "distill.json").read_text())
+        assert transfer["transfer_set"]["kind"] == "task" and transfer["config"]["kd_transfer"] == "source+corpus"
+    summary = json.loads((out / "report" / "experiment.json").read_text())["summary"]
+    assert set(summary) == {"teacher/pytorch", "pretrain/pytorch", "transfer-task/pytorch"}
+    assert "transfer-task" in (out / "report" / "experiment.md").read_text()

@@ -519,3 +519,15 @@ def test_api_a_path_in_place_of_the_config_is_one_line(tmp_path):
     with pytest.raises(KDCompressError, match=r"export_onnx\(model_dir=\.\.\., out=") as caught:
         export_onnx(tmp_path / "m", out=tmp_path / "o")
     assert "\n" not in str(caught.value)
+
+
+def test_static_calibration_keeps_every_batch(tmp_path, classifier_dir, data_dir):
+    """128 calibration examples = 16 batches of 8: onnxruntime's CalibMaxIntermediateOutputs=16 dropped them all
+    ("No data is collected"); strided calibration merges every batch's ranges."""
+    from kdcompress import export_onnx
+    from kdcompress.deploy.quantize import calibration_stride
+
+    assert [calibration_stride(n) for n in (16, 13, 12, 1, 30)] == [8, 1, 6, 1, 6]
+    result = export_onnx(model_dir=classifier_dir, out=tmp_path / "static", quantize="static", langs="en",
+                         data_dir=data_dir, check_samples=4, calibration_samples=128, min_agreement=0, progress=False)
+    assert result.report["quantization"]["calibration"]["examples"] == 128

@@ -91,6 +91,36 @@ def test_openvino_static_int8_records_the_control(tmp_path, tiny_classifier_dir,
     assert Predictor(out, threads=1).predict(TEXTS)[0].label
 
 
+@NEEDS_OPENVINO
+def test_nncf_accuracy_control_on_the_gate_metric(ov_fp32):
+    """The last OpenVINO fallback: NNCF's accuracy control scoring models with the int8 control's metric
+    (1 - the worst language's shortfall; 1 for the fp32 model, whose score NNCF divides by)."""
+    import openvino as ov
+
+    from kdcompress.deploy.int8_control import GateData, shortfall
+    from kdcompress.deploy.openvino import quantize_int8_gated
+    from kdcompress.runtime import Predictor
+
+    fp32 = Predictor(ov_fp32, threads=1, precision="f32")
+    texts = {"en": [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(16)],
+             "de": [f"Satz Nummer {i}: {TEXTS[1]}" for i in range(16)]}
+    reference = {lang: fp32.logits(t) for lang, t in texts.items()}
+    gate = GateData(reference, None, None)
+    items = [(lang, fp32.encoder(t[i:i + 8]), np.arange(i, i + 8)) for lang, t in texts.items() for i in (0, 8)]
+    scores = []
+
+    def metric(logits, rows):
+        sub = GateData({lang: gate.reference[lang][np.asarray(r)] for lang, r in rows.items()}, None, None)
+        score = 1.0 - max(shortfall(sub, {lang: np.concatenate(p) for lang, p in logits.items()}).values())
+        scores.append(score)
+        return score
+
+    model = ov.Core().read_model(str(ov_fp32 / "openvino_model.xml"))
+    quantized = quantize_int8_gated(model, [items[0][1], items[2][1]], items, metric, max_iterations=2)
+    assert scores and scores[0] == 1.0  # NNCF scored the fp32 model first: no shortfall
+    assert any(op.get_type_name() == "FakeQuantize" for op in quantized.get_ordered_ops()) or max(scores) == 1.0
+
+
 def test_openvino_rejects_dynamic_and_fused_graphs():
     from kdcompress.deploy.config import ExportConfig
 

@@ -150,7 +150,7 @@ def quantize_int8_gated(model: Any, calibration_feeds: Sequence[Feed],
     """NNCF int8 with accuracy control on a caller's metric: NNCF ranks the quantized operators by how much
     they cost `metric` and returns them to fp32, most harmful first, until the metric of the int8 model is
     no lower than the fp32 model's. `items`: (language, feed, row ids); `metric(logits by language, row ids
-    by language)` scores a model's outputs on any subset of items (0 = as good as the reference)."""
+    by language)` scores a model's outputs on any subset of items (the reference model's score is its maximum)."""
     nncf = import_nncf()
     _check_feeds(calibration_feeds, "calibration feeds")
     names = _input_names(model)

@@ -59,7 +59,8 @@ def quantize_dynamic_int8(src: Path, dst: Path, spec: QuantizationSpec) -> None:
 
 
 class FeedReader:
-    """onnxruntime's CalibrationDataReader over a list of ready-made feeds."""
+    """onnxruntime's CalibrationDataReader over a list of ready-made feeds (with the `__len__` / `set_range`
+    that its strided calibration uses)."""
 
     def __init__(self, feeds: Sequence[Feed]):
         self._feeds = list(feeds)
@@ -71,6 +72,17 @@ class FeedReader:
     def __iter__(self):
         return iter(self._feeds)
 
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._iter = iter(self._feeds[start_index:end_index])
+
+
+def calibration_stride(batches: int, most: int = 8) -> int:
+    """Batches per calibration pass: the largest divisor of `batches` up to `most` (ORT requires a divisor)."""
+    return max(d for d in range(1, min(most, batches) + 1) if batches % d == 0)
+
 
 def quantize_static_int8(src: Path, dst: Path, spec: QuantizationSpec, calibration_feeds: Sequence[Feed]) -> None:
     """Static int8 (QDQ): activation ranges calibrated (min-max) on `calibration_feeds`."""
@@ -80,9 +92,12 @@ def quantize_static_int8(src: Path, dst: Path, spec: QuantizationSpec, calibrati
         raise KDCompressError("static quantization needs calibration examples; pass --calibration-data")
     scheme = spec.scheme
     options = _extra_options(scheme)
-    # Keep memory flat on base-size models: merge ranges every 16 batches instead of holding
-    # every intermediate tensor of every calibration batch.
-    options["CalibMaxIntermediateOutputs"] = 16
+    # Keep memory flat on base-size models: calibrate a few batches at a time and merge their ranges,
+    # instead of holding every intermediate tensor of every batch. Not CalibMaxIntermediateOutputs:
+    # onnxruntime 1.32 drops the collected tensors when that count is reached without computing their
+    # ranges, so every full group of batches was silently lost (and exactly 16 batches - 128 examples,
+    # the default - failed with "No data is collected").
+    options["CalibStridedMinMax"] = calibration_stride(len(calibration_feeds))
     with quiet_logging():
         quantize_static(
             str(src), str(dst), FeedReader(calibration_feeds),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kdcompress.io import atomic_output_dir, write_json_atomic
 from kdcompress.training.strategies import STRATEGY_NAMES, STRATEGY_TABLE
@@ -29,8 +31,28 @@ def _ordered(summary: dict, form: str) -> list[dict]:
     return sorted(rows, key=lambda r: GROUP_ORDER.index(r["group"]) if r["group"] in GROUP_ORDER else 99)
 
 
-def render_markdown(*, cfg, summary: dict, claims: list[dict], bench: dict, targets: list[str], source: str,
-                    timings: dict, wall_seconds: float, command: str) -> str:
+@dataclass(frozen=True)
+class ExperimentOutcome:
+    """Everything the report is made of: the settings, the aggregated numbers and how long the steps took."""
+
+    cfg: Any  # ExperimentConfig
+    summary: dict
+    claims: list[dict]
+    bench: dict  # the bench.json payload
+    source: str
+    targets: list[str]
+    timings: dict
+    wall_seconds: float
+
+    @property
+    def command(self) -> str:
+        return f"kdcompress experiment --config {shlex.quote(self.cfg.config_path or 'CONFIG.toml')}"
+
+
+def render_markdown(outcome: ExperimentOutcome) -> str:
+    cfg, summary, claims, bench = outcome.cfg, outcome.summary, outcome.claims, outcome.bench
+    source, targets, timings, wall_seconds = outcome.source, outcome.targets, outcome.timings, outcome.wall_seconds
+    command = outcome.command
     fp32 = _ordered(summary, "pytorch")
     int8 = {r["group"]: r for r in _ordered(summary, "int8")}
     head = bench["settings"]["headline"]
@@ -142,18 +164,16 @@ def print_summary(summary: dict, console) -> None:
     console.print(table)
 
 
-def write_experiment_report(folder: Path, *, cfg, summary: dict, claims: list[dict], bench: dict, targets: list[str],
-                            source: str, timings: dict, wall_seconds: float) -> Path:
+def write_experiment_report(folder: Path, outcome: ExperimentOutcome) -> Path:
     """Write the report; it is derived from the experiment's own outputs, so a rerun replaces it."""
-    command = f"kdcompress experiment --config {shlex.quote(getattr(cfg, 'config_path', None) or 'CONFIG.toml')}"
+    cfg, summary, claims, source, targets = outcome.cfg, outcome.summary, outcome.claims, outcome.source, outcome.targets
+    timings, wall_seconds = outcome.timings, outcome.wall_seconds
     with atomic_output_dir(folder, overwrite=True) as tmp:
         write_json_atomic(tmp / "experiment.json", {
             "config": dataclasses.asdict(cfg), "source_lang": source, "target_langs": targets,
             "summary": summary, "claims": claims, "step_seconds": timings, "wall_seconds": round(wall_seconds, 1),
             "bench": str(Path(cfg.out) / "bench" / "bench.json"),
         })
-        (tmp / "experiment.md").write_text(render_markdown(
-            cfg=cfg, summary=summary, claims=claims, bench=bench, targets=targets, source=source, timings=timings,
-            wall_seconds=wall_seconds, command=command), encoding="utf-8")
+        (tmp / "experiment.md").write_text(render_markdown(outcome), encoding="utf-8")
         _plots(tmp, summary, source, targets)
     return folder

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from kdcompress.data.tasks import get_task, normalise_lang, resolve_languages
 from kdcompress.experiment.config import IMPORTABLE_TEACHERS, ExperimentConfig
-from kdcompress.experiment.report import print_summary, write_experiment_report
+from kdcompress.experiment.report import ExperimentOutcome, print_summary, write_experiment_report
 from kdcompress.experiment.summary import ModelRef, aggregate, assess_claims
 from kdcompress.errors import KDCompressError
 from kdcompress.io import check_writable_output, read_json
@@ -207,10 +207,9 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
         payload = run(bench_dir, False, overwrite=True).payload
     summary = aggregate(refs, payload["accuracy"], payload["headline"], source_lang=source)
     claims = assess_claims(summary)
-    report_dir = write_experiment_report(
-        out / "report", cfg=cfg, summary=summary, claims=claims, bench=payload, targets=targets, source=source,
-        timings=steps.timings, wall_seconds=time.perf_counter() - started,
-    )
+    report_dir = write_experiment_report(out / "report", ExperimentOutcome(
+        cfg=cfg, summary=summary, claims=claims, bench=payload, source=source, targets=targets,
+        timings=steps.timings, wall_seconds=time.perf_counter() - started))
     print_summary(summary, Console())
     for claim in claims:
         console.print(f"[bold]{claim['claim']}[/]: {claim['verdict']}")
