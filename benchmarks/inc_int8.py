@@ -99,12 +99,18 @@ def quantize_with_inc(student: Path, data_dir: Path, threads: int, log: Callable
     def run(feed: dict) -> np.ndarray:
         ids = torch.from_numpy(np.ascontiguousarray(feed["input_ids"]))
         mask = torch.from_numpy(np.ascontiguousarray(feed["attention_mask"]))
-        if ids.shape[1] < SEQ:  # fixed 128-token shapes: padding with the mask leaves the logits as they are
-            pad = SEQ - ids.shape[1]
-            ids = torch.nn.functional.pad(ids, (0, pad), value=int(tokenizer.pad_token_id))
-            mask = torch.nn.functional.pad(mask, (0, pad), value=0)
+        if ids.shape[1] > SEQ:
+            raise ValueError(f"inputs longer than {SEQ} tokens; the INC model is compiled for {SEQ}")
+        # Fixed shapes (batch 1, 8 or 16; 128 tokens): padding rows and masked tokens leaves the logits as they
+        # are, and inductor compiles three shapes instead of one per batch.
+        rows = ids.shape[0]
+        batch = next(b for b in (1, 8, 16, 32, 64) if b >= rows)
+        pad_cols, pad_rows = SEQ - ids.shape[1], batch - rows
+        ids = torch.nn.functional.pad(ids, (0, pad_cols, 0, pad_rows), value=int(tokenizer.pad_token_id))
+        mask = torch.nn.functional.pad(mask, (0, pad_cols, 0, pad_rows), value=0)
+        mask[rows:, 0] = 1  # padding rows: one visible token, so softmax has something to attend to
         with torch.no_grad():
-            return compiled(ids, mask).float().numpy()
+            return compiled(ids, mask).float().numpy()[:rows]
 
     started = time.perf_counter()
     run({"input_ids": example[0][:1].numpy(), "attention_mask": example[1][:1].numpy()})

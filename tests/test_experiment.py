@@ -85,6 +85,7 @@ target_langs = ["de"]
 strategies = ["pretrain"]
 seeds = [1, 2]
 quantize = "none"
+openvino = true
 
 [experiment.arms.transfer-task]
 strategy = "finetune"
@@ -119,5 +120,8 @@ memory = false
         transfer = json.loads((out / "students" / f"transfer-task-s{seed}" / "distill.json").read_text())
         assert transfer["transfer_set"]["kind"] == "task" and transfer["config"]["kd_transfer"] == "source+corpus"
     summary = json.loads((out / "report" / "experiment.json").read_text())["summary"]
-    assert set(summary) == {"teacher/pytorch", "pretrain/pytorch", "transfer-task/pytorch"}
-    assert "transfer-task" in (out / "report" / "experiment.md").read_text()
+    assert set(summary) == {"teacher/pytorch", "pretrain/pytorch", "transfer-task/pytorch", "teacher/openvino",
+                            "pretrain/openvino", "transfer-task/openvino"}
+    markdown = (out / "report" / "experiment.md").read_text()
+    assert "transfer-task" in markdown and "Fastest model and runtime at" in markdown
+    assert (out / "openvino" / "pretrain-s1-ov" / "openvino_model.xml").is_file()

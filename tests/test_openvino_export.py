@@ -91,36 +91,6 @@ def test_openvino_static_int8_records_the_control(tmp_path, tiny_classifier_dir,
     assert Predictor(out, threads=1).predict(TEXTS)[0].label
 
 
-@NEEDS_OPENVINO
-def test_nncf_accuracy_control_on_the_gate_metric(ov_fp32):
-    """The last OpenVINO fallback: NNCF's accuracy control scoring models with the int8 control's metric
-    (1 - the worst language's shortfall; 1 for the fp32 model, whose score NNCF divides by)."""
-    import openvino as ov
-
-    from kdcompress.deploy.int8_control import GateData, shortfall
-    from kdcompress.deploy.openvino import quantize_int8_gated
-    from kdcompress.runtime import Predictor
-
-    fp32 = Predictor(ov_fp32, threads=1, precision="f32")
-    texts = {"en": [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(16)],
-             "de": [f"Satz Nummer {i}: {TEXTS[1]}" for i in range(16)]}
-    reference = {lang: fp32.logits(t) for lang, t in texts.items()}
-    gate = GateData(reference, None, None)
-    items = [(lang, fp32.encoder(t[i:i + 8]), np.arange(i, i + 8)) for lang, t in texts.items() for i in (0, 8)]
-    scores = []
-
-    def metric(logits, rows):
-        sub = GateData({lang: gate.reference[lang][np.asarray(r)] for lang, r in rows.items()}, None, None)
-        score = 1.0 - max(shortfall(sub, {lang: np.concatenate(p) for lang, p in logits.items()}).values())
-        scores.append(score)
-        return score
-
-    model = ov.Core().read_model(str(ov_fp32 / "openvino_model.xml"))
-    quantized = quantize_int8_gated(model, [items[0][1], items[2][1]], items, metric, max_iterations=2)
-    assert scores and scores[0] == 1.0  # NNCF scored the fp32 model first: no shortfall
-    assert any(op.get_type_name() == "FakeQuantize" for op in quantized.get_ordered_ops()) or max(scores) == 1.0
-
-
 def test_openvino_rejects_dynamic_and_fused_graphs():
     from kdcompress.deploy.config import ExportConfig
 
@@ -236,3 +206,38 @@ def test_ort_int8_export_records_the_control(tmp_path, tiny_classifier_dir, data
     off = export_onnx(model_dir=tiny_classifier_dir, out=tmp_path / "off", quantize="dynamic", langs="en",
                       data_dir=data_dir, check_samples=8, min_agreement=0, progress=False)
     assert "int8_control" not in off.report
+
+
+def test_sensitive_rung_keeps_int8_embeddings_unless_fp32_ones_halve_the_failures():
+    from kdcompress.deploy.int8_control import sensitive_base
+
+    def attempt(name, failing, agreement=0.9):
+        return {"name": name, "tried": True, "failing": ["x"] * failing, "min_agreement": agreement}
+
+    base = sensitive_base([attempt("default", 20), attempt("per_channel_reduced_range", 23),
+                           attempt("fp32_embeddings", 19)])
+    assert base[:2] == ("default", False) and "not halved" in base[2]
+    base = sensitive_base([attempt("default", 7), attempt("per_channel_reduced_range", 4, 0.8),
+                           attempt("fp32_embeddings", 2)])
+    assert base[:2] == ("per_channel_reduced_range", True) and "halved" in base[2]
+    skipped = {"name": "fp32_embeddings", "tried": False, "why": "already fp32"}
+    assert sensitive_base([attempt("default", 3), skipped])[:2] == ("default", False)
+
+
+@NEEDS_OPENVINO
+def test_cli_export_onnx_runtime_openvino(tmp_path, tiny_classifier_dir, data_dir):
+    from typer.testing import CliRunner
+
+    from kdcompress.cli import app
+
+    out = tmp_path / "ov"
+    result = CliRunner().invoke(app, ["export-onnx", str(tiny_classifier_dir), "--out", str(out), "--runtime",
+                                      "openvino", "--langs", "en,sw", "--data-dir", str(data_dir),
+                                      "--check-samples", "6", "--eval-samples", "6"])
+    assert result.exit_code == 0, result.output
+    report = _report(out)
+    assert report["runtime"] == "openvino" and set(report["check"]["final"]["per_language"]) == {"en", "sw"}
+    assert report["check"]["openvino_fp32"]["max_abs_logit_diff"] < 1e-3
+    bad = CliRunner().invoke(app, ["export-onnx", str(tiny_classifier_dir), "--out", str(tmp_path / "x"),
+                                   "--runtime", "openvino", "--quantize", "dynamic"])
+    assert bad.exit_code == 2 and "static" in " ".join(bad.output.split())

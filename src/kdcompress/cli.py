@@ -211,6 +211,7 @@ def export_onnx_command(
     model_dir: str = typer.Argument(..., help=E.field_help("model_dir")),
     out: str = typer.Option(..., "--out", "-o", help=E.field_help("out")),
     config: Annotated[Optional[Path], _config_option("export")] = None,
+    runtime: Optional[str] = _opt(E, "runtime"),
     optimize: Optional[bool] = _opt(E, "optimize", "--optimize/--no-optimize"),
     quantize: Optional[str] = _opt(E, "quantize", "--quantize", "-q"),
     calibration_data: Optional[str] = _opt(E, "calibration_data"),
@@ -223,6 +224,7 @@ def export_onnx_command(
     check_samples: Optional[int] = _opt(E, "check_samples"),
     eval_samples: Optional[int] = _opt(E, "eval_samples"),
     max_trials: Optional[int] = _opt(E, "max_trials"),
+    min_agreement: Optional[float] = _opt(E, "min_agreement"),
     opset: Optional[int] = _opt(E, "opset"),
     overwrite: Optional[bool] = typer.Option(None, "--overwrite", help=E.field_help("overwrite")),
 ) -> None:
@@ -286,6 +288,8 @@ def bench_command(
     max_seconds_per_cell: Optional[float] = _opt(B, "max_seconds_per_cell"),
     max_length: Optional[int] = _opt(B, "max_length"),
     memory: Optional[bool] = _bool_opt(B, "memory", "--memory", "--no-memory"),
+    runtime: Optional[str] = _opt(B, "runtime"),
+    throughput: Optional[bool] = _bool_opt(B, "throughput", "--throughput", "--no-throughput"),
     overwrite: Optional[bool] = typer.Option(None, "--overwrite", help=B.field_help("overwrite")),
 ) -> None:
     """Latency and per-language accuracy of every model (PyTorch or ONNX) on one task, in one report."""

@@ -46,7 +46,6 @@ def _peak_rss_bytes() -> int:
 def probe_exported(path: str, threads: int, max_length: int, batch_size: int, seq_len: int,
                    runtime: str | None, spawned_at: float | None) -> dict:
     """Runs inside the fresh process for an exported directory: only the predictor is imported."""
-    import numpy as np
     import psutil
 
     process = psutil.Process()

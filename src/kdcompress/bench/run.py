@@ -137,8 +137,8 @@ def runtime_of(name: str) -> str | None:
 
 
 def expand_runtimes(plan: BenchConfig) -> tuple[BenchConfig, list[str]]:
-    """Every exported directory once per runtime asked for (--runtime) that can run it, named NAME@RUNTIME;
-    PyTorch models, and exported ones on ONNX Runtime alone (the default), keep their names.
+    """Every exported directory once per runtime asked for (--runtime) that can run it, named NAME@RUNTIME
+    where it runs on several; PyTorch models, and exported ones that run on one runtime, keep their names.
     Returns the plan with the models, baseline and timed models renamed, and notes for what was not run."""
     from kdcompress.bench.runners import detect_format, openvino_can_run
 
@@ -170,8 +170,8 @@ def expand_runtimes(plan: BenchConfig) -> tuple[BenchConfig, list[str]]:
             runtimes.append(runtime)
         if not runtimes:  # an OpenVINO directory under --runtime onnxruntime, or an ORT-only graph under openvino
             runtimes = ["openvino" if kind == "openvino" else "onnxruntime"]
-        names = [name] if runtimes == ["onnxruntime"] and wanted == ["onnxruntime"] else \
-            [f"{name}@{runtime}" for runtime in runtimes]
+        # A model that runs on one runtime keeps its name; one run on several gets a row per runtime.
+        names = [name] if len(runtimes) == 1 else [f"{name}@{runtime}" for runtime in runtimes]
         renamed[name] = names
         for new in names:
             if new in plan.models and new != name:

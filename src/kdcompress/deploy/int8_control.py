@@ -139,3 +139,23 @@ class Ladder:
             "attempts": self.attempts,
         }
         return kept, record
+
+
+def _rank(attempt: dict) -> tuple:
+    return len(attempt["failing"]), -attempt["min_agreement"]
+
+
+def sensitive_base(attempts: Sequence[dict], scheme_rungs: Sequence[str] = ("default", "per_channel_reduced_range"),
+                   embeddings_rung: str = "fp32_embeddings") -> tuple[str, bool, str]:
+    """What the sensitive-operators rung builds on: (the better scheme rung, whether to keep the embeddings in
+    fp32, why). fp32 embeddings are kept only where they at least halved the failing languages: alone they did
+    not pass, and on a 250k-token vocabulary they make the file 4x larger."""
+    tried = {a["name"]: a for a in attempts if a.get("tried")}
+    scheme = min((tried[n] for n in scheme_rungs if n in tried), key=_rank)
+    embeddings = tried.get(embeddings_rung)
+    fp32_embeddings = embeddings is not None and len(embeddings["failing"]) * 2 <= len(scheme["failing"])
+    why = (f"{scheme['name']} ({len(scheme['failing'])} failing)" + (
+        f" with fp32 embeddings ({len(embeddings['failing'])} failing: at least halved)" if fp32_embeddings else
+        " with int8 embeddings" + (f" (fp32 embeddings left {len(embeddings['failing'])} failing: not halved)"
+                                   if embeddings is not None else "")))
+    return scheme["name"], fp32_embeddings, why

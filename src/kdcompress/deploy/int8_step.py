@@ -14,7 +14,7 @@ import numpy as np
 from kdcompress.deploy.check_data import calibration_examples
 from kdcompress.deploy.checks import CheckSet, accuracy, feeds, onnx_logits, session
 from kdcompress.deploy.context import ExportRun
-from kdcompress.deploy.int8_control import GateData, Ladder, Rung, shortfall
+from kdcompress.deploy.int8_control import GateData, Ladder, Rung, sensitive_base, shortfall
 from kdcompress.deploy.int8_scheme import QuantizationSpec, detect_cpu_features
 from kdcompress.deploy.int8_search import SearchTrial, accuracy_aware_search, quantization_candidates, \
     rank_by_sensitivity
@@ -167,11 +167,17 @@ def _controlled(run: ExportRun, fp32_path: Path, spec: QuantizationSpec, calibra
              rung("fp32_embeddings", lambda: dataclasses.replace(best_spec(), quantize_embeddings=False)),
              skip="the embeddings are already fp32 (--keep-embeddings-fp32)" if not spec.quantize_embeddings
              else None),
-        Rung("sensitive_ops_fp32", "the best candidate so far, with its most int8-sensitive operators "
-             "(sensitivity ranking) in fp32, the fewest that pass", lambda: _sensitive(run, fp32_path, best_spec(),
+        Rung("sensitive_ops_fp32", "the better scheme so far, with its most int8-sensitive matrix multiplies "
+             "(sensitivity ranking) in fp32, the fewest that pass", lambda: _sensitive(run, fp32_path, *_base(),
                                                                                       calibration_feeds, gate,
                                                                                       dev_set, tried)),
     ]
+
+    def _base() -> tuple[QuantizationSpec, str]:
+        scheme_rung, fp32_embeddings, why = sensitive_base(ladder.attempts)
+        chosen = tried[scheme_rung]
+        return (dataclasses.replace(chosen, quantize_embeddings=False) if fp32_embeddings else chosen), why
+
     ui.note(f"int8 control: every language >= {config.min_agreement:.0%} argmax agreement with fp32 on "
             f"{gate.source}, else fallbacks")
     (path, chosen), record = ladder.run(rungs, on_attempt=lambda a: show_attempt(run, a))
@@ -183,8 +189,9 @@ def _controlled(run: ExportRun, fp32_path: Path, spec: QuantizationSpec, calibra
     return path, chosen
 
 
-def _sensitive(run: ExportRun, fp32_path: Path, base: QuantizationSpec, calibration_feeds: Sequence[Feed],
-               gate: GateData, dev_set: CheckSet, tried: dict) -> tuple[tuple[Path, QuantizationSpec], dict]:
+def _sensitive(run: ExportRun, fp32_path: Path, base: QuantizationSpec, base_why: str,
+               calibration_feeds: Sequence[Feed], gate: GateData, dev_set: CheckSet,
+               tried: dict) -> tuple[tuple[Path, QuantizationSpec], dict]:
     """Rank operators by int8 sensitivity, then fall back the fewest most sensitive ones that pass the gate."""
     source, ui = run.source, run.ui
     with ui.stage("sensitivity", "rank operators by int8 sensitivity"):
@@ -209,7 +216,7 @@ def _sensitive(run: ExportRun, fp32_path: Path, base: QuantizationSpec, calibrat
     spec = base.excluding(result.best.fallback_nodes)
     tried["sensitive_ops_fp32"] = spec
     return (chosen, spec), {
-        "scheme": base.scheme.label, "embeddings": "int8" if base.quantize_embeddings else "fp32",
+        "scheme": base.scheme.label, "embeddings": "int8" if base.quantize_embeddings else "fp32", "base": base_why,
         "fp32_fallback_nodes": list(result.best.fallback_nodes),
         "search": [{"fallback": len(t.fallback_nodes), "worst_shortfall": t.worst_drop,
                     "failing": sorted(l for l, d in t.drops.items() if d > 1e-9)} for t in result.trials],

@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -123,11 +123,12 @@ def _check_feeds(feeds: Sequence[Feed], what: str) -> None:
 
 
 def quantize_int8(model: Any, calibration_feeds: Sequence[Feed], *, reduced_range: bool = False,
-                  ignored_types: Sequence[str] = ()) -> Any:
+                  ignored_types: Sequence[str] = (), ignored_names: Sequence[str] = ()) -> Any:
     """NNCF post-training int8 (transformer patterns, mixed preset) calibrated on `calibration_feeds`.
 
     reduced_range: NNCF's overflow fix on every layer (7-bit weights, per channel) instead of the first
-    only; ignored_types: OpenVINO operator types left in fp32 (e.g. Gather: the embedding lookups).
+    only; ignored_types: OpenVINO operator types left in fp32 (e.g. Gather: the embedding lookups);
+    ignored_names: operators left in fp32 by name (OpenVINO keeps the ONNX node names).
     """
     nncf = import_nncf()
     _check_feeds(calibration_feeds, "calibration feeds")
@@ -136,46 +137,12 @@ def quantize_int8(model: Any, calibration_feeds: Sequence[Feed], *, reduced_rang
     extra: dict[str, Any] = {}
     if reduced_range:
         extra["advanced_parameters"] = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
-    if ignored_types:
-        extra["ignored_scope"] = nncf.IgnoredScope(types=list(ignored_types), validate=False)
+    if ignored_types or ignored_names:
+        extra["ignored_scope"] = nncf.IgnoredScope(types=list(ignored_types), names=list(ignored_names),
+                                                   validate=False)
     with _quiet_nncf(nncf):
         return nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER,
                              target_device=nncf.TargetDevice.CPU, subset_size=len(calibration_feeds), **extra)
-
-
-def quantize_int8_gated(model: Any, calibration_feeds: Sequence[Feed],
-                        items: Sequence[tuple[str, Feed, np.ndarray]],
-                        metric: Callable[[dict[str, list[np.ndarray]], dict[str, list[int]]], float], *,
-                        ignored_types: Sequence[str] = (), max_iterations: int = 10) -> Any:
-    """NNCF int8 with accuracy control on a caller's metric: NNCF ranks the quantized operators by how much
-    they cost `metric` and returns them to fp32, most harmful first, until the metric of the int8 model is
-    no lower than the fp32 model's. `items`: (language, feed, row ids); `metric(logits by language, row ids
-    by language)` scores a model's outputs on any subset of items (the reference model's score is its maximum)."""
-    nncf = import_nncf()
-    _check_feeds(calibration_feeds, "calibration feeds")
-    names = _input_names(model)
-
-    def validate(compiled: Any, data: Any) -> tuple[float, None]:
-        logits: dict[str, list[np.ndarray]] = {}
-        rows: dict[str, list[int]] = {}
-        for lang, feed, ids in data:
-            logits.setdefault(lang, []).append(_run(compiled, feed))
-            rows.setdefault(lang, []).extend(int(i) for i in ids)
-        return metric(logits, rows), None
-
-    calibration = nncf.Dataset(list(calibration_feeds), lambda feed: _select(feed, names))
-    validation = nncf.Dataset(list(items), lambda item: _select(item[1], names))
-    extra: dict[str, Any] = {}
-    if ignored_types:
-        extra["ignored_scope"] = nncf.IgnoredScope(types=list(ignored_types), validate=False)
-    with _quiet_nncf(nncf):
-        return nncf.quantize_with_accuracy_control(
-            model, calibration, validation, validate, max_drop=0.0, drop_type=nncf.DropType.ABSOLUTE,
-            model_type=nncf.ModelType.TRANSFORMER, target_device=nncf.TargetDevice.CPU,
-            subset_size=len(calibration_feeds),
-            advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
-                max_num_iterations=max_iterations),
-            **extra)
 
 
 def compile_model(model: Any, precision: str = "f32", threads: int | None = None) -> Any:

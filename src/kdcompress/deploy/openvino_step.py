@@ -3,8 +3,10 @@ under the per-language int8 control), its inference precision (bf16 where the CP
 language stays within the control's bound) and its parity per language against PyTorch.
 
 The int8 ladder (int8_control.py) on OpenVINO: NNCF's default int8; reduced range (NNCF's overflow
-fix on every layer); the embedding lookups (Gather) in fp32; NNCF's accuracy control returning the
-most harmful operators to fp32 on the control's own metric.
+fix on every layer); the embedding lookups (Gather) in fp32; the most int8-sensitive matrix multiplies
+in fp32 (int8_search.py's ranking of the ONNX graph, whose node names OpenVINO keeps, as an NNCF
+ignored scope). NNCF's own accuracy control serves --accuracy-goal; as the control's last rung it
+left more languages failing than NNCF's default int8 on a 6-layer student (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from kdcompress.deploy import openvino as ovx
 from kdcompress.deploy.checks import FP32_TOLERANCE, CheckSet, Parity, run_logits
 from kdcompress.deploy.context import ExportRun
-from kdcompress.deploy.int8_control import GateData, Ladder, Rung, judge, shortfall
+from kdcompress.deploy.int8_control import GateData, Ladder, Rung, judge, sensitive_base, shortfall
 from kdcompress.deploy.int8_step import gate_data, load_calibration, ort_logits, show_attempt
 from kdcompress.errors import KDCompressError
 from kdcompress.runtime.backends import OPENVINO_FILE
@@ -70,7 +72,7 @@ def openvino_step(run: ExportRun, parity: Parity, fp32_path: Path, check: CheckS
     if config.min_agreement > 0 or config.accuracy_goal is not None:
         gate, dev_set = gate_data(run, check, lambda dev: ort_logits(fp32_path, dev))
     if config.quantize == "static":
-        model = _int8(run, model, gate, dev_set)
+        model = _int8(run, model, fp32_path, gate, dev_set)
 
     precision, reason = _inference_precision(run, model, gate, dev_set)
     run.report["openvino"].update(inference_precision=precision, inference_precision_reason=reason)
@@ -80,7 +82,7 @@ def openvino_step(run: ExportRun, parity: Parity, fp32_path: Path, check: CheckS
     return OpenVinoResult(model, precision, fp32_check, final_check)
 
 
-def _int8(run: ExportRun, model: Any, gate: GateData | None, dev_set: CheckSet | None) -> Any:
+def _int8(run: ExportRun, model: Any, fp32_path: Path, gate: GateData | None, dev_set: CheckSet | None) -> Any:
     config, ui = run.config, run.ui
     calibration_feeds, calibration_source = load_calibration(run)
     quantization = {"tool": "nncf", "model_type": "transformer", "preset": "mixed", "target_device": "CPU",
@@ -118,14 +120,15 @@ def _int8(run: ExportRun, model: Any, gate: GateData | None, dev_set: CheckSet |
              quantized("fp32_embeddings", ignored_types=EMBEDDING_TYPES),
              skip=lambda: None if _quantizes_embeddings(made["default"]) else
              "NNCF's int8 leaves the embedding lookups of this model in fp32 already: nothing to change"),
-        Rung("sensitive_ops_fp32", "NNCF accuracy control: the operators that cost the most agreement back in "
-             "fp32, until every language passes", lambda: _gated(run, model, calibration_feeds, gate, dev_set)),
+        Rung("sensitive_ops_fp32", "the better NNCF scheme so far, with its most int8-sensitive matrix multiplies "
+             "(the sensitivity ranking of the ONNX graph; OpenVINO keeps its node names) in fp32, the fewest that "
+             "pass", lambda: _sensitive(run, model, fp32_path, calibration_feeds, gate, dev_set, ladder.attempts)),
     ]
     ui.note(f"int8 control: every language >= {config.min_agreement:.0%} argmax agreement with fp32 on "
             f"{gate.source}, else fallbacks")
     kept, record = ladder.run(rungs, on_attempt=lambda a: show_attempt(run, a))
-    quantization["method"] = ("nncf.quantize_with_accuracy_control" if record["kept"] == "sensitive_ops_fp32"
-                              else "nncf.quantize")
+    quantization["method"] = "nncf.quantize" + (" (ignored scope: the most sensitive operators)"
+                                                 if record["kept"] == "sensitive_ops_fp32" else "")
     run.report["int8_control"] = record
     if not record["passed"]:
         ui.warn(f"no OpenVINO int8 candidate kept every language at {config.min_agreement:.0%} agreement: kept "
@@ -136,7 +139,7 @@ def _int8(run: ExportRun, model: Any, gate: GateData | None, dev_set: CheckSet |
 
 def _describe(kwargs: dict) -> dict:
     return {"overflow_fix": "enable" if kwargs.get("reduced_range") else "first_layer_only",
-            "ignored_types": list(kwargs.get("ignored_types", ()))}
+            "ignored_types": list(kwargs.get("ignored_types", ())), "ignored_names": len(kwargs.get("ignored_names", ()))}
 
 
 def _quantizes_embeddings(quantized: Any) -> bool:
@@ -157,25 +160,45 @@ def _quantizes_embeddings(quantized: Any) -> bool:
     return False
 
 
-def _gated(run: ExportRun, model: Any, calibration_feeds: list, gate: GateData,
-           dev_set: CheckSet) -> tuple[Any, dict]:
-    items = [(lang, {k: v for k, v in b.items() if k != "_order"}, b["_order"])
-             for lang, batches in dev_set.batches.items() for b in batches]
+_RUNG_KWARGS = {"default": {}, "per_channel_reduced_range": {"reduced_range": True}}
 
-    def metric(logits: dict[str, list[np.ndarray]], rows: dict[str, list[int]]) -> float:
-        ids = {lang: np.asarray(r) for lang, r in rows.items()}
-        sub = GateData({lang: gate.reference[lang][i] for lang, i in ids.items()},
-                       None if gate.labels is None else {lang: gate.labels[lang][i] for lang, i in ids.items()},
-                       gate.label_map, gate.min_agreement)
-        misses = shortfall(sub, {lang: np.concatenate(parts) for lang, parts in logits.items()})
-        return 1.0 - max(misses.values())  # 1 for the fp32 model: NNCF divides by it for its relative drop
 
-    with run.ui.stage("quantize_sensitive_ops_fp32", "NNCF int8 with accuracy control on the int8 control's metric"):
-        quantized = ovx.quantize_int8_gated(model, calibration_feeds, items, metric,
-                                            max_iterations=run.config.max_trials)
-    return quantized, {"nncf": {"method": "nncf.quantize_with_accuracy_control",
-                                "metric": "1 - the worst language's shortfall from the gate", "max_drop": 0.0,
-                                "max_iterations": run.config.max_trials}}
+def _sensitive(run: ExportRun, model: Any, fp32_path: Path, calibration_feeds: list, gate: GateData,
+               dev_set: CheckSet, attempts: list) -> tuple[Any, dict]:
+    """Rank the ONNX graph's matrix multiplies by int8 sensitivity, then keep the fewest most sensitive in fp32
+    (NNCF ignored scope, by name) that bring every language through the gate."""
+    from kdcompress.deploy.int8_scheme import QuantizationSpec, detect_cpu_features
+    from kdcompress.deploy.int8_search import accuracy_aware_search, quantization_candidates, rank_by_sensitivity
+
+    ui = run.ui
+    scheme_rung, fp32_embeddings, why = sensitive_base(attempts)
+    kwargs = dict(_RUNG_KWARGS[scheme_rung], ignored_types=EMBEDDING_TYPES if fp32_embeddings else ())
+    spec = QuantizationSpec.for_cpu(detect_cpu_features(), "static")  # NNCF's int8: s8 weights per channel
+    with ui.stage("sensitivity", "rank operators by int8 sensitivity"):
+        candidates = [c for c in quantization_candidates(fp32_path, spec) if c.activation is not None]
+        sample = [{k: v for k, v in batches[0].items() if k != "_order"} for batches in dev_set.batches.values()]
+        ranked = rank_by_sensitivity(fp32_path, candidates, spec.scheme, sample, run.work)
+    models: dict[Path, Any] = {}
+
+    def quantize(excluded: Any, dst: Path) -> None:
+        models[dst] = ovx.quantize_int8(model, calibration_feeds, ignored_names=list(excluded), **kwargs)
+
+    def evaluate(dst: Path) -> dict[str, float]:
+        return {lang: -miss for lang, miss in shortfall(gate, ov_logits(models[dst], dev_set)).items()}
+
+    with ui.stage("search", "search the fewest fp32 operators that pass"):
+        result, chosen = accuracy_aware_search(
+            goal=0.0, ranked=ranked, quantize=quantize, evaluate=evaluate,
+            reference_accuracy={lang: 0.0 for lang in gate.reference}, workdir=run.work,
+            max_trials=run.config.max_trials,
+            on_trial=lambda t: ui.note(f"{len(t.fallback_nodes):3d} operators in fp32: " + (
+                f"worst shortfall {t.worst_drop:.4f} ({t.worst_language})" if t.worst_drop > 1e-9
+                else "every language passes")))
+    return models[chosen], {
+        "nncf": _describe(kwargs), "base": why, "fp32_fallback_nodes": list(result.best.fallback_nodes),
+        "search": [{"fallback": len(t.fallback_nodes), "worst_shortfall": t.worst_drop,
+                    "failing": sorted(l for l, d in t.drops.items() if d > 1e-9)} for t in result.trials],
+        "sensitivity_sqnr_db": [{"node": n, "sqnr_db": round(v, 2)} for n, v in result.sensitivity[:20]]}
 
 
 def _dev_sets(run: ExportRun, gate: GateData | None, dev_set: CheckSet | None) -> dict:

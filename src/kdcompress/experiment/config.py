@@ -50,6 +50,8 @@ class ExperimentConfig(Settings):
     strategies: list[str] = setting(factory=lambda: list(CLASSIFIER_STRATEGIES), help="Comma-separated strategies.")
     seeds: list[int] = setting(factory=lambda: [42], help="Comma-separated seeds.")
     quantize: str = setting("dynamic", help="The ONNX form benchmarked beside each PyTorch model: dynamic | none.")
+    openvino: bool = setting(False, help="Also export every first-seed model to OpenVINO and benchmark it beside "
+                             "the others (needs the openvino extra); the report names the fastest runtime.")
     arms: dict[str, dict[str, Any]] = setting(factory=dict, help="Named arms beyond the plain strategies, each a "
                                               "strategy plus distill settings, e.g. [experiment.arms.transfer-task] "
                                               "strategy = \"finetune\", kd_transfer = \"source+corpus\".", cli=False)

@@ -49,6 +49,17 @@ class ExperimentOutcome:
         return f"kdcompress experiment --config {shlex.quote(self.cfg.config_path or 'CONFIG.toml')}"
 
 
+def _fastest_line(bench: dict, cell: str) -> list[str]:
+    """Which benchmarked model (and runtime) answers fastest at the headline cell, against the teacher."""
+    timed = {name: row["median_ms"] for name, row in bench.get("headline", {}).items() if row.get("median_ms")}
+    if not timed:
+        return []
+    name = min(timed, key=timed.get)
+    teacher = timed.get("teacher")
+    versus = f", {teacher / timed[name]:.1f}x faster than the fp32 teacher" if teacher else ""
+    return ["", f"Fastest model and runtime at {cell}: `{name}`, {timed[name]:.1f} ms median{versus}."]
+
+
 def render_markdown(outcome: ExperimentOutcome) -> str:
     cfg, summary, claims, bench = outcome.cfg, outcome.summary, outcome.claims, outcome.bench
     source, targets, timings, wall_seconds = outcome.source, outcome.targets, outcome.timings, outcome.wall_seconds
@@ -80,6 +91,7 @@ def render_markdown(outcome: ExperimentOutcome) -> str:
         lines.append(f"| {GROUP_LABEL.get(row['group'], row['group'])} | {_pct(row['source'])} | "
                      f"{_pct(row['target_average'])} | {_ms(row['latency_median_ms'])} | "
                      f"{_ms(q['latency_median_ms']) if q else '–'} | {_pct(q['target_average']) if q else '–'} |")
+    lines += _fastest_line(bench, cell)
     lines += ["", "## The paper's claims, on these numbers", ""]
     for claim in claims:
         lines.append(f"- **{claim['claim']}**: {claim['verdict']}.")

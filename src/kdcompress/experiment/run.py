@@ -183,9 +183,10 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
             if seed == cfg.seeds[0]:
                 latency_models.append(name)
 
+    pytorch_models = list(latency_models)
     if cfg.quantize != "none":
         # Latency does not depend on the seed: the ONNX form of the first seed's models stands for all.
-        for name in list(latency_models):
+        for name in pytorch_models:
             onnx_name = f"{name}-int8"
             path = steps(f"export {onnx_name}", out / "onnx" / onnx_name,
                          lambda target, _, name=name: export_onnx(
@@ -195,6 +196,19 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
             group = "teacher" if name == "teacher" else name.rsplit("-s", 1)[0]
             refs.append(ModelRef(onnx_name, group, None if name == "teacher" else cfg.seeds[0], "int8"))
             latency_models.append(onnx_name)
+    if cfg.openvino:
+        # The OpenVINO form (fp32 graph, bf16 inference where the CPU has it and accuracy holds): on CPUs with
+        # AMX or avx512_bf16 it was the fastest path we measured (benchmarks/README.md).
+        for name in pytorch_models:
+            ov_name = f"{name}-ov"
+            path = steps(f"export {ov_name}", out / "openvino" / ov_name,
+                         lambda target, _, name=name: export_onnx(
+                             model_dir=models[name], out=str(target), runtime="openvino", task=cfg.task,
+                             langs=[source, *targets], data_dir=cfg.data_dir))
+            models[ov_name] = str(path)
+            group = "teacher" if name == "teacher" else name.rsplit("-s", 1)[0]
+            refs.append(ModelRef(ov_name, group, None if name == "teacher" else cfg.seeds[0], "openvino"))
+            latency_models.append(ov_name)
 
     bench_dir = out / "bench"
     run = lambda target, _, overwrite=False: run_bench(  # noqa: E731
