@@ -101,14 +101,9 @@ def cpu_flags() -> list[str]:
 
 def ort_run(path: Path, threads: int) -> Callable[[dict], Any]:
     import onnxruntime as ort
+    from kdcompress.runtime.backends import ort_session_options
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options = ort_session_options(threads, spinning=False)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     output = session.get_outputs()[0].name

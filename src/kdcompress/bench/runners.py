@@ -19,6 +19,7 @@ import numpy as np
 from kdcompress.bench.config import DEVICES
 from kdcompress.errors import KDCompressError
 from kdcompress.errors import describe as describe_error  # not Runner.describe
+from kdcompress.runtime.backends import ort_session_options
 
 DEFAULT_MAX_LENGTH = 128
 WEIGHT_FILE_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
@@ -219,13 +220,8 @@ class OnnxRunner(Runner):
                     "onnxruntime package); install onnxruntime-gpu on a GPU machine, or use --device cpu"
                 )
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        # One operator at a time: inter-op parallelism would use cores PyTorch is not given.
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        # No busy-waiting between runs: models are timed in turn on shared cores.
+        options = ort_session_options(threads, spinning=False)
         try:
             self.session = ort.InferenceSession(str(path / "model.onnx"), options, providers=providers)
         except Exception as exc:

@@ -57,6 +57,23 @@ def recorded_precision(model_dir: Path) -> str | None:
     return value if value in OV_PRECISIONS else None
 
 
+def ort_session_options(threads: int | None, *, spinning: bool = True):
+    """ONNX Runtime options for one request at a time: `threads` intra-op threads (None: ORT's default, the
+    physical cores), one operator at a time, every graph optimisation, quiet logs. `spinning=False` stops idle
+    threads busy-waiting, which benchmarks need on shared cores so that engines timed in turn do not starve."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OrtBackend:
     name = "onnxruntime"
 
@@ -65,11 +82,7 @@ class OrtBackend:
             import onnxruntime as ort
         except ImportError:
             raise KDCompressError("onnxruntime is not installed; run pip install onnxruntime") from None
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default (the physical cores)
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options = ort_session_options(threads)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - corrupt or truncated file
