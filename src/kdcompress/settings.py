@@ -64,12 +64,11 @@ def coerce(value: Any, hint: Any, *, where: str) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
                 return coerce(value, arg, where=where)
-            except KDCompressError as exc:
-                errors.append(exc)
+            except KDCompressError:
+                continue  # try the union's next type; the message below names them all
         raise KDCompressError(f"{where} must be {_type_name(hint)}, not {value!r}")
     if origin is dict:
         key_hint, value_hint = typing.get_args(hint)

@@ -43,6 +43,20 @@ def _peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, others KiB
 
 
+def _memory_fields(*, baseline: int, after_load: int, peak: int, load_seconds: float, first_prediction_at: float,
+                   spawned_at: float | None, probe_batch: list[int]) -> dict:
+    """What every probe reports: load time, cold start and the memory it took, in MB."""
+    return {
+        "load_seconds": load_seconds,
+        "cold_start_seconds": (first_prediction_at - spawned_at) if spawned_at else None,
+        "peak_rss_mb": peak / 2**20,
+        "rss_after_imports_mb": baseline / 2**20,
+        "rss_after_load_mb": after_load / 2**20,
+        "model_rss_mb": (peak - baseline) / 2**20,
+        "probe_batch": probe_batch,
+    }
+
+
 def probe_exported(path: str, threads: int, max_length: int, batch_size: int, seq_len: int,
                    runtime: str | None, spawned_at: float | None) -> dict:
     """Runs inside the fresh process for an exported directory: only the predictor is imported."""
@@ -70,15 +84,11 @@ def probe_exported(path: str, threads: int, max_length: int, batch_size: int, se
     peak = max(_peak_rss_bytes(), process.memory_info().rss)
     heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "nncf"})
     return {
-        "load_seconds": load_seconds,
+        **_memory_fields(baseline=baseline, after_load=after_load, peak=peak, load_seconds=load_seconds,
+                         first_prediction_at=first_prediction_at, spawned_at=spawned_at,
+                         probe_batch=[batch_size, length]),
         "import_seconds": import_seconds,
         "first_prediction_seconds": first_seconds,
-        "cold_start_seconds": (first_prediction_at - spawned_at) if spawned_at else None,
-        "peak_rss_mb": peak / 2**20,
-        "rss_after_imports_mb": baseline / 2**20,
-        "rss_after_load_mb": after_load / 2**20,
-        "model_rss_mb": (peak - baseline) / 2**20,
-        "probe_batch": [batch_size, length],
         "probe_imports": "kdcompress.runtime.Predictor only",
         "heavy_modules_loaded": heavy,
         "runtime": predictor.backend_name,
@@ -111,15 +121,9 @@ def probe(path: str, device: str, threads: int, max_length: int, batch_size: int
     first_prediction_at = time.time()
     runner.logits([PROBE_TEXT] * batch_size, pad_to=min(seq_len, runner.max_positions))
     peak = max(_peak_rss_bytes(), process.memory_info().rss)
-    result = {
-        "load_seconds": load_seconds,
-        "cold_start_seconds": (first_prediction_at - spawned_at) if spawned_at else None,
-        "peak_rss_mb": peak / 2**20,
-        "rss_after_imports_mb": baseline / 2**20,
-        "rss_after_load_mb": after_load / 2**20,
-        "model_rss_mb": (peak - baseline) / 2**20,
-        "probe_batch": [batch_size, min(seq_len, runner.max_positions)],
-    }
+    result = _memory_fields(baseline=baseline, after_load=after_load, peak=peak, load_seconds=load_seconds,
+                            first_prediction_at=first_prediction_at, spawned_at=spawned_at,
+                            probe_batch=[batch_size, min(seq_len, runner.max_positions)])
     if device == "cuda" and runner.format == "pytorch":
         import torch
 

@@ -66,7 +66,6 @@ def _check_inputs(cfg: ExperimentConfig, task, out: Path) -> None:
     from kdcompress.training.teacher_loading import load_teacher_config
 
     check_writable_output(out, overwrite=True)  # an existing `out` is an experiment to continue, never replaced
-    data_dir_from_env(cfg.data_dir)
     task.load("train", normalise_lang(task, cfg.source_lang), data_dir=data_dir_from_env(cfg.data_dir))
     if cfg.teacher not in IMPORTABLE_TEACHERS:
         teacher_config = load_teacher_config(cfg.teacher)

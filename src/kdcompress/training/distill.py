@@ -63,12 +63,12 @@ def distill(config: DistillConfig | None = None, **overrides) -> DistillResult:
                 outputs.general = final = stage_dir
             else:
                 final = stage_dir
-        record = _record(setup, run, started, student=True)
+        record = _record(setup, run, student=True)
         record["finetuned_teacher"] = (str(outputs.teacher) if outputs.teacher and not outputs.teacher_made_here
                                        else None)
         if outputs.pretrain_losses:
             record["pretrain_losses"] = outputs.pretrain_losses
-        _publish(setup, run, record, final, outputs.teacher if outputs.teacher_made_here else None)
+        _publish(setup, run, record, final, outputs.teacher if outputs.teacher_made_here else None, started)
     return DistillResult(run.out, record)
 
 
@@ -85,9 +85,9 @@ def finetune_teacher(config: DistillConfig | None = None, **overrides) -> Distil
     started = time.perf_counter()
     with run.open(cfg.to_dict()):
         stage_dir = run.stage("teacher", lambda ckpt: teacher_stage(setup, StageOutputs(), ckpt))
-        record = _record(setup, run, started, student=False)
+        record = _record(setup, run, student=False)
         record["role"] = "fine-tuned teacher"
-        _publish(setup, run, record, stage_dir, None)
+        _publish(setup, run, record, stage_dir, None, started)
     return DistillResult(run.out, record)
 
 
@@ -97,13 +97,13 @@ def _require_out(cfg: DistillConfig) -> str:
     return cfg.out
 
 
-def _record(setup: RunSetup, run: RunDirectory, started: float, *, student: bool) -> dict:
+def _record(setup: RunSetup, run: RunDirectory, *, student: bool) -> dict:
     return {"stages": run.stage_records, **setup.record(), "kdcompress_version": kdcompress.__version__,
             "config": setup.cfg.to_dict(), "strategy": setup.strategy.name if student else None,
             "task": {"name": setup.task.name, "labels": list(setup.task.labels), "source_lang": setup.source,
                      "target_langs": setup.targets},
             "student": {**setup.plan.to_dict(), "vocab_trimmed": setup.keep_ids is not None} if student else None,
-            "max_length": setup.max_length, "started": started}
+            "max_length": setup.max_length}
 
 
 def _dev_accuracy(setup: RunSetup, model_dir: Path, what: str) -> dict:
@@ -126,7 +126,8 @@ def _dev_accuracy(setup: RunSetup, model_dir: Path, what: str) -> dict:
     return result
 
 
-def _publish(setup: RunSetup, run: RunDirectory, record: dict, final_stage: Path, teacher_stage_dir: Path | None):
+def _publish(setup: RunSetup, run: RunDirectory, record: dict, final_stage: Path, teacher_stage_dir: Path | None,
+             started: float):
     """Assemble the output directory inside the work folder, then rename it into place at once."""
     if not run.state.is_main_process:
         return
@@ -135,7 +136,7 @@ def _publish(setup: RunSetup, run: RunDirectory, record: dict, final_stage: Path
     with safe_open(str(assembled / "model.safetensors"), "pt") as weights:
         n_params = sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())
     what = "student" if setup.plan else "fine-tuned teacher"
-    record.update(parameters=n_params, wall_seconds=round(time.perf_counter() - record.pop("started"), 2),
+    record.update(parameters=n_params, wall_seconds=round(time.perf_counter() - started, 2),
                   versions=library_versions())
     if setup.cfg.evaluate and setup.strategy.makes_classifier:
         record["dev_accuracy"] = _dev_accuracy(setup, assembled, what.split()[-1])
