@@ -57,6 +57,20 @@ def test_transfer_set_reaches_the_loss(tmp_path, tiny_teacher_dir, data_dir, mod
     assert result.record["stages"][-1]["history"], "the KD stage trained"
 
 
+def test_task_train_corpus_never_reads_dev_text(data_dir):
+    """'task:train' is for settings chosen on dev: the dev sentences must stay unseen."""
+    from kdcompress.data.corpus import load_corpus
+    from kdcompress.data.tasks import get_task
+
+    task = get_task("sib200")
+    dev = {e.text for lang in ("en", "de") for e in task.load("dev", lang, data_dir=str(data_dir))}
+    train_only = set(load_corpus(["task:train"], task=task, langs=["en", "de"], data_dir=str(data_dir),
+                                 max_sentences=10**6))
+    both = set(load_corpus(["task"], task=task, langs=["en", "de"], data_dir=str(data_dir), max_sentences=10**6))
+    assert train_only and not train_only & dev
+    assert dev <= both and train_only < both
+
+
 def test_generic_transfer_text_is_told_apart(tmp_path, tiny_teacher_dir, data_dir):
     corpus = tmp_path / "generic.txt"
     corpus.write_text("Ein ganz anderer Satz über das Wetter.\nHabari za asubuhi, rafiki yangu.\n" * 3)

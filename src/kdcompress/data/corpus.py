@@ -2,7 +2,8 @@
 
 Sources (any mix, given as strings so they fit a command line or a config file):
 - "task": the text of the task's train and dev splits in the chosen languages (labels dropped;
-  the test split is never read);
+  the test split is never read); "task:train": the train split only, for runs whose settings are
+  chosen on the dev split (the dev text must then stay unseen);
 - a path to a text file (one sentence a line) or a folder of *.txt files; a folder made by
   `kdcompress corpus` (it has manifest.json) gives each chosen language an equal share;
 - "hub:DATASET[:CONFIG[:SPLIT]]": a hub dataset with a "text" column, streamed (e.g.
@@ -20,10 +21,19 @@ from kdcompress.data.tasks import Task
 from kdcompress.errors import KDCompressError
 
 
-def _task_text(task: Task, langs: list[str], data_dir) -> list[str]:
+# The task's own text, by corpus spec: which unlabeled splits each reads.
+TASK_SPLITS = {"task": ("train", "dev"), "task:train": ("train",)}
+
+
+def task_only_splits(specs: list[str]) -> tuple[str, ...] | None:
+    """The splits a corpus made only of the task's own text reads, or None if it holds other text."""
+    return TASK_SPLITS[specs[0]] if len(specs) == 1 and specs[0] in TASK_SPLITS else None
+
+
+def _task_text(task: Task, langs: list[str], data_dir, splits: tuple[str, ...]) -> list[str]:
     texts = []
     for lang in langs:
-        for split in ("train", "dev"):
+        for split in splits:
             try:
                 examples = task.load(split, lang, data_dir=data_dir)
             except KDCompressError:
@@ -100,14 +110,14 @@ def load_corpus(specs: list[str], *, task: Task, langs: list[str], data_dir=None
     """Deduplicated, shuffled (deterministically by `seed`) unlabeled sentences, at most `max_sentences`."""
     texts: list[str] = []
     for spec in specs:
-        if spec == "task":
-            texts.extend(_task_text(task, langs, data_dir))
+        if spec in TASK_SPLITS:
+            texts.extend(_task_text(task, langs, data_dir, TASK_SPLITS[spec]))
         elif spec.startswith("hub:"):
             texts.extend(_hub_text(spec, max_sentences))
         else:
             path = Path(spec).expanduser()
             if not path.exists():
-                raise KDCompressError(f"corpus {spec!r} is neither 'task', 'hub:NAME', nor an existing file or folder")
+                raise KDCompressError(f"corpus {spec!r} is neither 'task', 'task:train', 'hub:NAME', nor an existing file or folder")
             if (path / "manifest.json").is_file():
                 texts.extend(_built_corpus_text(path, langs, max_sentences))
             else:

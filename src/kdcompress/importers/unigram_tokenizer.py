@@ -78,7 +78,8 @@ def precompiled_charsmap(mapping: dict[str, str]) -> bytes:
             if candidate >= len(used) or not used[candidate]:
                 base = candidate ^ labels[0]
                 slots = [base ^ label for label in labels]
-                if base not in bases and min(slots) > 0 and all(s >= len(used) or not used[s] for s in slots):
+                # base 0 would give the root offset 0, which SentencePiece rejects as an invalid trie
+                if base and base not in bases and min(slots) > 0 and all(s >= len(used) or not used[s] for s in slots):
                     top = max(slots) + 1
                     if top > len(used):
                         used.extend(bytes(top - len(used)))

@@ -77,7 +77,8 @@ class DistillConfig(Settings):
     # KD during pretraining
     general_student: str | None = setting(None, help="A general student made by `distill --strategy general`, "
                                           "reused instead of running KD during pretraining again (pretrain, both).")
-    corpus: list[str] = setting(factory=lambda: ["task"], help="Unlabeled text for pretraining KD: 'task', a .txt "
+    corpus: list[str] = setting(factory=lambda: ["task"], help="Unlabeled text for pretraining KD: 'task' (its "
+                                "train/dev text; 'task:train' for train only), a .txt "
                                 "file/folder (e.g. from `kdcompress corpus`), or hub:DATASET[:CONFIG]. Repeatable.")
     corpus_max_sentences: int = setting(20000, help="Cap on corpus sentences.")
     pretrain_epochs: float = setting(1.0, help="Epochs over the corpus for pretraining KD.")

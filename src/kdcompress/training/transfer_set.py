@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kdcompress.data.corpus import task_only_splits
 from kdcompress.data.tasks import Example, Task, fingerprint
 from kdcompress.errors import KDCompressError
 from kdcompress.training.config import DistillConfig
@@ -35,21 +36,22 @@ def build_transfer_set(cfg: DistillConfig, task: Task, source: str, targets: lis
     source_kd = mode in ("source", "source+corpus")
     if mode == "source":
         return TransferSet(train, [True] * len(train), "source only", 0)
-    if cfg.corpus == ["task"] and not targets:
+    task_splits = task_only_splits(cfg.corpus)
+    if task_splits and not targets:
         raise KDCompressError("the transfer set holds no target-language text: pass --target-langs (or 'all'), "
                               "or a --corpus of other languages")
     pairs = any(e.text_pair for e in train)
     if pairs:  # pair tasks: the task's own unlabeled target-language pairs (single sentences would not fit)
-        if cfg.corpus != ["task"]:
+        if not task_splits:
             raise KDCompressError(f"--kd-transfer {mode} on pair task {task.name} needs sentence pairs: use --corpus "
                                   "task (the targets' unlabeled train/dev pairs)")
-        unlabeled = [Example(e.text, e.text_pair, UNLABELED) for lang in targets for split in ("train", "dev")
+        unlabeled = [Example(e.text, e.text_pair, UNLABELED) for lang in targets for split in task_splits
                      for e in _maybe_load(task, split, lang, data_dir)][:cfg.corpus_max_sentences]
     else:
         unlabeled = [Example(text, None, UNLABELED) for text in corpus or []]
     if not unlabeled:
         raise KDCompressError(f"the transfer set for --kd-transfer {mode} is empty; check --corpus and --target-langs")
-    kind = "task" if cfg.corpus == ["task"] else "generic"
+    kind = "task" if task_splits else "generic"
     return TransferSet(train + unlabeled, [source_kd] * len(train) + [True] * len(unlabeled), kind, len(unlabeled))
 
 
