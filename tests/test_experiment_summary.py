@@ -59,3 +59,57 @@ def test_missing_strategies_are_not_tested(results):
     refs = [r for r in refs if r.group != "none"]
     c2 = assess_claims(aggregate(refs, accuracy, headline, source_lang="en"))[1]
     assert not c2["testable"] and c2["verdict"].startswith("not tested")
+
+
+def _with_arms(results):
+    """The fixture plus a transfer-set arm and a second pretraining-corpus size, as an experiment config has them."""
+    from kdcompress.experiment.config import ExperimentConfig
+
+    refs, accuracy, headline = results
+    accuracy.update({"transfer-s1": _acc(0.89, {"de": 0.78, "sw": 0.57}),
+                     "transfer-s2": _acc(0.87, {"de": 0.77, "sw": 0.55}),
+                     "pretrain-big-s1": _acc(0.86, {"de": 0.77, "sw": 0.59}),
+                     "pretrain-big-s2": _acc(0.86, {"de": 0.77, "sw": 0.57})})
+    refs = refs + [ModelRef(f"{g}-s{s}", g, s, "pytorch") for g in ("transfer", "pretrain-big") for s in (1, 2)]
+    cfg = ExperimentConfig.from_dict({
+        "strategies": ["none", "finetune", "pretrain"], "seeds": [1, 2],
+        "distill": {"lr": 1e-4, "corpus_max_sentences": 2000},
+        "arms": {"transfer": {"strategy": "finetune", "kd_transfer": "source+corpus", "lr": 1e-4},
+                 "pretrain-big": {"strategy": "pretrain", "corpus_max_sentences": 50000}}})
+    return cfg, aggregate(refs, accuracy, headline, source_lang="en")
+
+
+def test_arm_rows_show_changes_and_gaps_to_the_teacher(results):
+    from kdcompress.experiment.arms import arm_rows, render_arms
+
+    cfg, summary = _with_arms(results)
+    rows = {r["arm"]: r for r in arm_rows(cfg, summary)}
+    assert rows["transfer"]["changes"] == {"kd_transfer": "source+corpus"}  # lr equals [distill]'s: no change
+    assert rows["none"]["changes"] == {}
+    gaps = rows["transfer"]["gaps"]  # teacher: en 0.90, de 0.80, sw 0.60; transfer means: en 0.88, de 0.775, sw 0.56
+    assert gaps["source"] == pytest.approx(0.02)
+    assert gaps["target"] == pytest.approx(0.70 - (0.775 + 0.56) / 2)
+    assert gaps["worst_lang"] == "sw" and gaps["worst"] == pytest.approx(0.04)
+    dev = "\n".join(render_arms(cfg, summary, "dev"))
+    assert "| transfer | finetune | kd_transfer=source+corpus | 2 |" in dev
+    chosen = [line for line in dev.splitlines() if "chosen" in line and line.startswith("| ")]
+    assert len(chosen) == 1 and chosen[0].startswith("| pretrain-big |")  # best target average: 67.5 vs 66.75
+
+
+def test_corpus_size_curve_joins_arms_that_differ_only_in_corpus_size(results):
+    from kdcompress.experiment.arms import corpus_size_curves
+
+    cfg, summary = _with_arms(results)
+    (curve,) = corpus_size_curves(cfg, summary)
+    assert curve["label"] == "pretrain"
+    assert [p[0] for p in curve["points"]] == [2000, 50000]
+    assert curve["points"][1][1] == pytest.approx((0.77 + 0.59 + 0.77 + 0.57) / 4)
+
+
+def test_claim_two_is_read_again_for_each_transfer_arm(results):
+    cfg, summary = _with_arms(results)
+    claims = assess_claims(summary, transfer_arms=("transfer",))
+    transfer = [c for c in claims if "`transfer`" in c["claim"]]
+    assert len(transfer) == 1 and transfer[0]["testable"]
+    assert transfer[0]["verdict"] == "not observed"  # the transfer arm beats `none` on targets in both seeds
+    assert transfer[0]["evidence"]["behind"] == "transfer"

@@ -1,4 +1,4 @@
-"""The experiment report: experiment.json, experiment.md and two plots, written atomically."""
+"""The experiment report: experiment.json, experiment.md and its plots, written atomically."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdcompress.experiment.arms import arm_rows, corpus_size_curves, plot_corpus_size_curves, render_arms
 from kdcompress.io import atomic_output_dir, write_json_atomic
 from kdcompress.training.strategies import STRATEGY_NAMES, STRATEGY_TABLE
 
@@ -92,6 +93,9 @@ def render_markdown(outcome: ExperimentOutcome) -> str:
                      f"{_pct(row['target_average'])} | {_ms(row['latency_median_ms'])} | "
                      f"{_ms(q['latency_median_ms']) if q else '–'} | {_pct(q['target_average']) if q else '–'} |")
     lines += _fastest_line(bench, cell)
+    lines += render_arms(cfg, summary, bench["settings"]["split"])
+    if corpus_size_curves(cfg, summary):
+        lines += ["", "![target average against pretraining-corpus size](corpus_size_curve.png)"]
     lines += ["", "## The paper's claims, on these numbers", ""]
     for claim in claims:
         lines.append(f"- **{claim['claim']}**: {claim['verdict']}.")
@@ -183,9 +187,15 @@ def write_experiment_report(folder: Path, outcome: ExperimentOutcome) -> Path:
     with atomic_output_dir(folder, overwrite=True) as tmp:
         write_json_atomic(tmp / "experiment.json", {
             "config": dataclasses.asdict(cfg), "source_lang": source, "target_langs": targets,
-            "summary": summary, "claims": claims, "step_seconds": timings, "wall_seconds": round(wall_seconds, 1),
+            "summary": summary, "claims": claims, "arms": arm_rows(cfg, summary),
+            "corpus_size_curves": corpus_size_curves(cfg, summary), "step_seconds": timings, "wall_seconds": round(wall_seconds, 1),
             "bench": str(Path(cfg.out) / "bench" / "bench.json"),
         })
         (tmp / "experiment.md").write_text(render_markdown(outcome), encoding="utf-8")
         _plots(tmp, summary, source, targets)
+        curves = corpus_size_curves(cfg, summary)
+        if curves:
+            teacher = summary.get("teacher/pytorch")
+            plot_corpus_size_curves(tmp / "corpus_size_curve.png", curves,
+                                    teacher["target_average"]["mean"] if teacher else None)
     return folder

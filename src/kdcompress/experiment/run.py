@@ -219,7 +219,10 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
         steps.timings["benchmark"] = 0.0
         payload = run(bench_dir, False, overwrite=True).payload
     summary = aggregate(refs, payload["accuracy"], payload["headline"], source_lang=source)
-    claims = assess_claims(summary)
+    transfer_arms = tuple(arm for arm, strategy, settings in cfg.arm_list()
+                          if "finetune_kd" in get_strategy(strategy).stages
+                          and settings.get("kd_transfer", "source") != "source")
+    claims = assess_claims(summary, transfer_arms=transfer_arms)
     report_dir = write_experiment_report(out / "report", ExperimentOutcome(
         cfg=cfg, summary=summary, claims=claims, bench=payload, source=source, targets=targets,
         timings=steps.timings, wall_seconds=time.perf_counter() - started))

@@ -84,8 +84,20 @@ def _verdict(comparison: dict) -> str:
     return "inconclusive: the seeds disagree"
 
 
-def assess_claims(summary: dict, *, teachers: int = 1) -> list[dict]:
-    """The paper's three claims (Soltan, Khan and Hamza, 2021), each with testability, verdict and evidence."""
+def _hurt_verdict(comparison: dict) -> str:
+    """Claim 2's wording: does KD during fine-tuning (the "behind" side) trail the student without KD?"""
+    verdict = _verdict(comparison)
+    word = ("observed" if verdict.startswith("supported") else "not observed" if verdict.startswith("contradicted")
+            else "inconclusive")
+    return word + (" (one seed: indicative only)" if comparison["seeds"] == 1 else "")
+
+
+def assess_claims(summary: dict, *, teachers: int = 1, transfer_arms: tuple[str, ...] = ()) -> list[dict]:
+    """The paper's three claims (Soltan, Khan and Hamza, 2021), each with testability, verdict and evidence.
+
+    transfer_arms: arms with KD during fine-tuning on a multilingual transfer set; claim 2 is read again for
+    each of them (against `none`), since the paper's KD in fine-tuning saw source-language text only.
+    """
     claims = []
     c1 = _compare(summary, "pretrain", "finetune")
     claims.append({
@@ -98,12 +110,18 @@ def assess_claims(summary: dict, *, teachers: int = 1) -> list[dict]:
     claims.append({
         "claim": "KD during fine-tuning may hurt zero-shot accuracy (against the same student fine-tuned without KD)",
         "testable": c2 is not None,
-        "verdict": (("observed" if _verdict(c2).startswith("supported") else
-                     "not observed" if _verdict(c2).startswith("contradicted") else "inconclusive")
-                    + (" (one seed: indicative only)" if c2["seeds"] == 1 else "")) if c2
-        else "not tested: needs the none and finetune strategies",
+        "verdict": _hurt_verdict(c2) if c2 else "not tested: needs the none and finetune strategies",
         "evidence": c2,
     })
+    for arm in transfer_arms:
+        comparison = _compare(summary, "none", arm)
+        claims.append({
+            "claim": f"KD during fine-tuning on a multilingual transfer set (`{arm}`) may hurt zero-shot accuracy "
+                     "(against the same student fine-tuned without KD)",
+            "testable": comparison is not None,
+            "verdict": _hurt_verdict(comparison) if comparison else "not tested: needs the none strategy",
+            "evidence": comparison,
+        })
     claims.append({
         "claim": "A larger teacher gives the strongest student",
         "testable": teachers > 1,

@@ -1,4 +1,5 @@
-"""Tokenize exactly as transformers' AutoTokenizer does, with the Rust `tokenizers` library alone.
+"""Tokenize exactly as transformers' AutoTokenizer does, with the Rust `tokenizers` library alone (or, for a
+unigram vocabulary, the SentencePiece twin the export proved identical: runtime/sentencepiece_tokenizer.py).
 
 transformers' fast tokenizers are a thin layer over `tokenizer.json`: for `padding=True,
 truncation=True, max_length=N` they enable "longest_first" truncation to N (special tokens
@@ -9,6 +10,7 @@ itself, after sorting, so one tokenizer call serves every batch.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +54,31 @@ def model_max_length(config: dict, tokenizer_config: dict) -> int:
     return max(8, min(limit, 512))
 
 
+def _load_tokenizer(model_dir: Path) -> Any:
+    """The export's SentencePiece twin where it has one and sentencepiece is installed, else tokenizer.json."""
+    from kdcompress.runtime import sentencepiece_tokenizer
+
+    if sentencepiece_tokenizer.has_sentencepiece_files(model_dir) and importlib.util.find_spec("sentencepiece"):
+        try:
+            return sentencepiece_tokenizer.SentencePieceTokenizer(model_dir)
+        except Exception as exc:  # noqa: BLE001
+            raise KDCompressError(f"the SentencePiece tokenizer in {model_dir} cannot be read ({describe(exc)}); "
+                                  "re-export the model") from None
+    from tokenizers import Tokenizer
+
+    path = model_dir / TOKENIZER_FILE
+    if not path.is_file():
+        raise KDCompressError(f"{model_dir} has no {TOKENIZER_FILE}; re-export it with `kdcompress export-onnx` "
+                              "(the predictor needs a fast tokenizer file)")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise KDCompressError(f"{path} cannot be read ({describe(exc)}); re-export the model") from None
+
+
 @dataclass
 class Encoder:
-    tokenizer: Any  # tokenizers.Tokenizer, truncation on, padding off
+    tokenizer: Any  # tokenizers.Tokenizer or its SentencePiece twin, truncation on, padding off
     max_length: int
     pad_id: int
     pad_type_id: int = 0
@@ -62,16 +86,7 @@ class Encoder:
 
     @classmethod
     def from_dir(cls, model_dir: Path, config: dict, *, max_length: int | None = None) -> "Encoder":
-        from tokenizers import Tokenizer
-
-        path = model_dir / TOKENIZER_FILE
-        if not path.is_file():
-            raise KDCompressError(f"{model_dir} has no {TOKENIZER_FILE}; re-export it with `kdcompress export-onnx` "
-                                  "(the predictor needs a fast tokenizer file)")
-        try:
-            tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # noqa: BLE001
-            raise KDCompressError(f"{path} cannot be read ({describe(exc)}); re-export the model") from None
+        tokenizer = _load_tokenizer(model_dir)
         tok_config_path = model_dir / "tokenizer_config.json"
         tok_config = read_json_file(tok_config_path, "tokenizer config") if tok_config_path.is_file() else {}
         limit = model_max_length(config, tok_config)
