@@ -125,6 +125,7 @@ def test_fp32_export_matches_pytorch_and_is_self_contained(fp32_export, classifi
     assert {"model.onnx", "model.onnx_data", "config.json", "tokenizer.json", "tokenizer_config.json",
             "export.json"} <= files
     assert report["files"]["weights"] == "model.onnx_data"  # memory-mapped by ONNX Runtime when served
+    assert (fp32_export / "model.onnx_data").stat().st_mode & 0o777 == (fp32_export / "model.onnx").stat().st_mode & 0o777
     assert not any(name.startswith(".") for name in os.listdir(fp32_export.parent))  # no temp leftovers
     assert json.loads((fp32_export / "config.json").read_text())["id2label"]["1"] == "travel"
     assert report["onnx"]["opset"] == 17

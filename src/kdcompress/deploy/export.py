@@ -37,7 +37,7 @@ from kdcompress.deploy.int8_step import int8_step
 from kdcompress.deploy.model_dir import SAMPLE_TEXTS, SourceModel, inspect_model_dir, load_model_dir
 from kdcompress.deploy.progress import Progress, print_summary
 from kdcompress.errors import KDCompressError, describe
-from kdcompress.io import atomic_output_dir, check_writable_output, write_json_atomic
+from kdcompress.io import atomic_output_dir, check_writable_output, match_umask, write_json_atomic
 from kdcompress.locks import temp_prefix
 from kdcompress.quiet import quiet_block
 from kdcompress.settings import build
@@ -258,6 +258,7 @@ def save_with_external_weights(src: Path, dst: Path) -> None:
     model = onnx.load(str(src))
     onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=WEIGHTS_FILE, size_threshold=1024)
+    match_umask(dst.with_name(WEIGHTS_FILE), mode=0o666)  # onnx creates it 0600: unreadable to a serving user
 
 
 def _write(run: ExportRun, staging: Path, model: Path, fp32_path: Path, check_report: dict, *,
