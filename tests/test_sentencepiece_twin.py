@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from kdcompress.deploy.sentencepiece_twin import (EDGE_CASES, NoTwin, _charsmap_mapping, _compare,
-                                                  write_sentencepiece_twin)
+from kdcompress.deploy.sentencepiece_twin import EDGE_CASES, NoTwin, _charsmap_mapping, _compare
+from kdcompress.deploy.sentencepiece_twin import write_sentencepiece_twin
 from kdcompress.importers.e5_format import E5Vocab
 from kdcompress.importers.unigram_tokenizer import build_unigram_tokenizer, precompiled_charsmap
 from kdcompress.runtime.sentencepiece_tokenizer import FILES, SentencePieceTokenizer

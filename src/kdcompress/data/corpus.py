@@ -117,7 +117,8 @@ def load_corpus(specs: list[str], *, task: Task, langs: list[str], data_dir=None
         else:
             path = Path(spec).expanduser()
             if not path.exists():
-                raise KDCompressError(f"corpus {spec!r} is neither 'task', 'task:train', 'hub:NAME', nor an existing file or folder")
+                raise KDCompressError(f"corpus {spec!r} is neither 'task', 'task:train', 'hub:NAME', nor an existing "
+                                      "file or folder")
             if (path / "manifest.json").is_file():
                 texts.extend(_built_corpus_text(path, langs, max_sentences))
             else:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdcompress.training.config import DistillConfig
 from kdcompress.training.strategies import get_strategy
 
 _UNSET = object()  # equal to no TOML value
+_DEFAULT_CORPUS_SIZE = DistillConfig.__dataclass_fields__["corpus_max_sentences"].default
 
 
 def arm_changes(cfg: Any) -> dict[str, dict[str, Any]]:
@@ -65,7 +67,7 @@ def corpus_size_curves(cfg: Any, summary: dict) -> list[dict]:
         if row is None or "pretrain_kd" not in get_strategy(strategy).stages:
             continue
         settings = {**cfg.distill, **(cfg.arms.get(arm) or {}), "strategy": strategy}
-        size = int(settings.get("corpus_max_sentences", 20000))
+        size = int(settings.get("corpus_max_sentences", _DEFAULT_CORPUS_SIZE))
         key = tuple(sorted((k, repr(v)) for k, v in settings.items() if k != "corpus_max_sentences"))
         curve = curves.setdefault(key, {"label": strategy, "points": []})
         curve["points"].append((size, row["target_average"]["mean"], row["target_average"]["std"]))
@@ -116,8 +118,11 @@ def render_arms(cfg: Any, summary: dict, split: str) -> list[str]:
         changes = ", ".join(f"{k}={v}" for k, v in row["changes"].items()) or "–"
         gaps = row["gaps"]
         spread = f" ± {100 * row['target_std']:.1f}" if row["seeds"] > 1 else ""
-        gap_cells = (f"{100 * gaps['target']:+.1f} | {100 * gaps['source']:+.1f} | "
-                     f"{gaps['worst_lang']} ({100 * gaps['worst']:+.1f})") if gaps and gaps["worst_lang"] else "– | – | –"
+        gap_cells = "– | – | –"
+        if gaps and gaps["worst_lang"]:
+            gap_cells = (f"{100 * gaps['target']:+.1f} | {100 * gaps['source']:+.1f} | "
+                         f"{gaps['worst_lang']} ({100 * gaps['worst']:+.1f})")
+        chosen = mark if row["arm"] == best else ""
         lines.append(f"| {row['arm']} | {row['strategy']} | {changes} | {row['seeds']} | {100 * row['source']:.1f} | "
-                     f"{100 * row['target_average']:.1f}{spread} | {gap_cells} | {mark if row['arm'] == best else ''} |")
+                     f"{100 * row['target_average']:.1f}{spread} | {gap_cells} | {chosen} |")
     return lines
