@@ -381,7 +381,6 @@ CASES = _rows(
     experiment_arm_kd_transfer_without_kd=Case(
         lambda w: w.experiment(tail='[experiment.arms.transfer]\nstrategy = "none"\nkd_transfer = "corpus"'),
         "--kd-transfer corpus needs KD during fine-tuning"),
-    experiment_teacher_already_finetuned=Case(lambda w: w.experiment(teacher=w.m.classifier), "already fine-tuned"),
 
     # 3. malformed task files: the file and line named, nothing lost silently
     distill_task_file_extra_tab=Case(lambda w: w.distill(data=w.data_copy(_extra_tab)),

@@ -125,3 +125,45 @@ memory = false
     markdown = (out / "report" / "experiment.md").read_text()
     assert "transfer-task" in markdown and "Fastest model and runtime at" in markdown
     assert (out / "openvino" / "pretrain-s1-ov" / "openvino_model.xml").is_file()
+
+
+def test_a_teacher_already_fine_tuned_is_used_as_it_is(tmp_path, tiny_classifier_dir, data_dir):
+    """The teacher-size claim distils from a smaller fine-tuned teacher: no second fine-tuning, both roles."""
+    config = tmp_path / "exp.toml"
+    out = tmp_path / "exp"
+    config.write_text(f"""
+[experiment]
+out = "{out}"
+teacher = "{tiny_classifier_dir}"
+task = "sib200"
+data_dir = "{data_dir}"
+target_langs = ["de"]
+strategies = ["finetune", "pretrain"]
+seeds = [1]
+quantize = "none"
+
+[distill]
+student_layers = 2
+max_steps = 1
+batch_size = 4
+max_length = 16
+corpus_max_sentences = 16
+eval_limit = 4
+
+[bench]
+limit = 4
+batch_sizes = [1]
+seq_lens = [16]
+repeats = 1
+rounds = 1
+warmup = 0
+memory = false
+throughput = false
+""")
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert not (out / "teachers").exists()  # nothing fine-tuned again
+    record = json.loads((out / "students" / "finetune-s1" / "distill.json").read_text())
+    assert record["config"]["finetuned_teacher"] == str(tiny_classifier_dir)
+    assert json.loads((out / "bench" / "bench.json").read_text())["settings"]["models"]["teacher"] == str(
+        tiny_classifier_dir)

@@ -74,19 +74,19 @@ def _check_inputs(cfg: ExperimentConfig, task, out: Path) -> None:
             check_model_dir_tokenizer(cfg.teacher, teacher_config.vocab_size, what="teacher")
 
 
-def _check_steps(cfg: ExperimentConfig, teacher: str, common: dict) -> None:
+def _check_steps(cfg: ExperimentConfig, teacher: str, common: dict) -> bool:
     """Every step's settings checked against the teacher before the first one trains: the teacher fine-tuning
     and each arm's distill inputs (student shape, corpus, transfer set, ...: what `distill` itself checks
-    first) and [bench] seq_lens against the positions every student shares with the teacher."""
+    first) and [bench] seq_lens against the positions every student shares with the teacher.
+
+    Returns whether the teacher is already fine-tuned on the task (a smaller teacher made by an earlier run,
+    say, for the teacher-size claim): it is then used as it is, for both roles."""
     from kdcompress.model_check import model_max_positions
     from kdcompress.training.setup import prepare
 
     base = {**common, "teacher": teacher, "seed": cfg.seeds[0]}
     where = cfg.config_path or "the experiment"
     setup = prepare(DistillConfig.from_dict({**cfg.distill, **base}, where=f"[distill] of {where}"), student=False)
-    if setup.teacher_is_finetuned:
-        raise KDCompressError(f"teacher {teacher} is already fine-tuned on {setup.task.name}; an experiment "
-                              "fine-tunes the teacher itself: pass the general teacher it was fine-tuned from")
     positions = model_max_positions(setup.teacher_config)
     too_long = [n for n in cfg.step_settings("bench").seq_lens if n > positions]
     if too_long:
@@ -94,6 +94,7 @@ def _check_steps(cfg: ExperimentConfig, teacher: str, common: dict) -> None:
                               f"{positions} positions, which every student shares; choose lengths up to {positions}")
     for arm, strategy, settings in cfg.arm_list():
         prepare(DistillConfig.from_dict({**settings, **base, "strategy": strategy}, where=f"arm {arm} of {where}"))
+    return setup.teacher_is_finetuned
 
 
 @contextlib.contextmanager
@@ -127,13 +128,13 @@ def run_experiment(config: ExperimentConfig | None = None, **overrides) -> Path:
     out = Path(cfg.out).expanduser()
     _check_inputs(cfg, task, out)
     common = dict(task=cfg.task, data_dir=cfg.data_dir, source_lang=source, target_langs=targets)
-    if cfg.teacher not in IMPORTABLE_TEACHERS:
-        _check_steps(cfg, cfg.teacher, common)
+    teacher_is_finetuned = cfg.teacher not in IMPORTABLE_TEACHERS and _check_steps(cfg, cfg.teacher, common)
     with _experiment_dir(out):
-        return _run(cfg, out, source, targets, common)
+        return _run(cfg, out, source, targets, common, teacher_is_finetuned)
 
 
-def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], common: dict) -> Path:
+def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], common: dict,
+         teacher_is_finetuned: bool) -> Path:
     from kdcompress import distill, export_onnx, finetune_teacher, import_teacher, run_bench
 
     steps = _Steps(out)
@@ -145,10 +146,14 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
                             lambda target, _: import_teacher(cfg.teacher, target)))
         _check_steps(cfg, teacher, common)
     distill_settings = dict(cfg.distill)
-    finetuned = str(steps("fine-tune the teacher", out / "teachers" / "finetuned",
-                          lambda target, resume: finetune_teacher(
-                              teacher=teacher, out=str(target), resume=resume, seed=cfg.seeds[0],
-                              **common, **distill_settings)))
+    if teacher_is_finetuned:
+        console.print(f"[dim]the teacher {teacher} is already fine-tuned on {cfg.task}: used as it is[/]")
+        finetuned = teacher
+    else:
+        finetuned = str(steps("fine-tune the teacher", out / "teachers" / "finetuned",
+                              lambda target, resume: finetune_teacher(
+                                  teacher=teacher, out=str(target), resume=resume, seed=cfg.seeds[0],
+                                  **common, **distill_settings)))
 
     refs = [ModelRef("teacher", "teacher", None, "pytorch")]
     models = {"teacher": finetuned}
