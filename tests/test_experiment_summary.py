@@ -113,3 +113,11 @@ def test_claim_two_is_read_again_for_each_transfer_arm(results):
     assert len(transfer) == 1 and transfer[0]["testable"]
     assert transfer[0]["verdict"] == "not observed"  # the transfer arm beats `none` on targets in both seeds
     assert transfer[0]["evidence"]["behind"] == "transfer"
+
+
+def test_claim_two_on_transfer_arms_without_none_is_one_line(results):
+    cfg, summary = _with_arms(results)
+    summary = {k: v for k, v in summary.items() if not k.startswith("none/")}
+    claims = assess_claims(summary, transfer_arms=("transfer", "pretrain-big"))
+    transfer = [c for c in claims if "transfer set" in c["claim"]]
+    assert len(transfer) == 1 and transfer[0]["verdict"] == "not tested: needs the none strategy"

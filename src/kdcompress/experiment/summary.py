@@ -113,6 +113,13 @@ def assess_claims(summary: dict, *, teachers: int = 1, transfer_arms: tuple[str,
         "verdict": _hurt_verdict(c2) if c2 else "not tested: needs the none and finetune strategies",
         "evidence": c2,
     })
+    if transfer_arms and "none/pytorch" not in summary:  # one line, not one per arm, for what cannot be read
+        claims.append({
+            "claim": "KD during fine-tuning on a multilingual transfer set may hurt zero-shot accuracy (against the "
+                     "same student fine-tuned without KD)",
+            "testable": False, "verdict": "not tested: needs the none strategy", "evidence": None,
+        })
+        transfer_arms = ()
     for arm in transfer_arms:
         comparison = _compare(summary, "none", arm)
         claims.append({
