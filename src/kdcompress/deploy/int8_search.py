@@ -171,6 +171,14 @@ class SearchResult:
     def best(self) -> SearchTrial:
         return self.trials[self.chosen]
 
+    def fallback_record(self) -> dict:
+        """What the int8 control records of a fewest-fp32-operators search: the kept fallback, every trial,
+        and the most sensitive operators."""
+        return {"fp32_fallback_nodes": list(self.best.fallback_nodes),
+                "search": [{"fallback": len(t.fallback_nodes), "worst_shortfall": t.worst_drop,
+                            "failing": sorted(l for l, d in t.drops.items() if d > 1e-9)} for t in self.trials],
+                "sensitivity_sqnr_db": [{"node": n, "sqnr_db": round(s, 2)} for n, s in self.sensitivity[:20]]}
+
     def to_json(self) -> dict:
         best = self.best
         return {

@@ -217,8 +217,5 @@ def _sensitive(run: ExportRun, fp32_path: Path, base: QuantizationSpec, base_why
     tried["sensitive_ops_fp32"] = spec
     return (chosen, spec), {
         "scheme": base.scheme.label, "embeddings": "int8" if base.quantize_embeddings else "fp32", "base": base_why,
-        "fp32_fallback_nodes": list(result.best.fallback_nodes),
-        "search": [{"fallback": len(t.fallback_nodes), "worst_shortfall": t.worst_drop,
-                    "failing": sorted(l for l, d in t.drops.items() if d > 1e-9)} for t in result.trials],
-        "sensitivity_sqnr_db": [{"node": n, "sqnr_db": round(s, 2)} for n, s in result.sensitivity[:20]],
+        **result.fallback_record(),
     }

@@ -195,10 +195,7 @@ def _sensitive(run: ExportRun, model: Any, fp32_path: Path, calibration_feeds: l
                 f"worst shortfall {t.worst_drop:.4f} ({t.worst_language})" if t.worst_drop > 1e-9
                 else "every language passes")))
     return models[chosen], {
-        "nncf": _describe(kwargs), "base": why, "fp32_fallback_nodes": list(result.best.fallback_nodes),
-        "search": [{"fallback": len(t.fallback_nodes), "worst_shortfall": t.worst_drop,
-                    "failing": sorted(l for l, d in t.drops.items() if d > 1e-9)} for t in result.trials],
-        "sensitivity_sqnr_db": [{"node": n, "sqnr_db": round(v, 2)} for n, v in result.sensitivity[:20]]}
+        "nncf": _describe(kwargs), "base": why, **result.fallback_record()}
 
 
 def _dev_sets(run: ExportRun, gate: GateData | None, dev_set: CheckSet | None) -> dict:

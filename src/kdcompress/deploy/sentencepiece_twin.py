@@ -15,9 +15,8 @@ import struct
 from pathlib import Path
 from typing import Sequence
 
-from kdcompress.runtime.sentencepiece_tokenizer import MODEL_FILE, NORMALIZER_FILE, PIPELINE_FILE
+from kdcompress.runtime.sentencepiece_tokenizer import METASPACE, MODEL_FILE, NORMALIZER_FILE, PIPELINE_FILE
 
-METASPACE = "\u2581"
 EDGE_CASES = ("", " ", "  leading and trailing  ", "tab\tand\u00a0no-break\u3000spaces", "Ａｂｃ１２３",
               "unknown \U0001F9FF\U0002F9FF characters \U000E0001", "<s> special </s> tokens <mask> inside <unk>",
               "e\u0301 combining", "a" * 600)

@@ -15,16 +15,9 @@ _UNSET = object()  # equal to no TOML value
 _DEFAULT_CORPUS_SIZE = DistillConfig.__dataclass_fields__["corpus_max_sentences"].default
 
 
-def arm_changes(cfg: Any) -> dict[str, dict[str, Any]]:
-    """{arm: {setting: value}} for the settings an arm sets beyond the shared [distill] table."""
-    changes = {name: {} for name in cfg.strategies}
-    for name, values in cfg.arms.items():
-        changes[name] = {k: v for k, v in values.items() if k != "strategy" and cfg.distill.get(k, _UNSET) != v}
-    return changes
-
-
-def _strategy_of(cfg: Any, arm: str) -> str:
-    return cfg.arms[arm]["strategy"] if arm in cfg.arms else arm
+def _changes(cfg: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings of an arm (ExperimentConfig.arm_list) that differ from the shared [distill] table."""
+    return {k: v for k, v in settings.items() if cfg.distill.get(k, _UNSET) != v}
 
 
 def teacher_gaps(summary: dict, group: str) -> dict | None:
@@ -44,11 +37,11 @@ def teacher_gaps(summary: dict, group: str) -> dict | None:
 def arm_rows(cfg: Any, summary: dict) -> list[dict]:
     """One row per arm (plain strategies first): strategy, changes, accuracy and gaps to the teacher."""
     rows = []
-    for arm, changes in arm_changes(cfg).items():
+    for arm, strategy, settings in cfg.arm_list():
         row = summary.get(f"{arm}/pytorch")
         if row is None:
             continue
-        rows.append({"arm": arm, "strategy": _strategy_of(cfg, arm), "changes": changes, "seeds": len(row["seeds"]),
+        rows.append({"arm": arm, "strategy": strategy, "changes": _changes(cfg, settings), "seeds": len(row["seeds"]),
                      "source": row["source"]["mean"], "target_average": row["target_average"]["mean"],
                      "target_std": row["target_average"]["std"], "gaps": teacher_gaps(summary, arm)})
     return rows
@@ -61,14 +54,12 @@ def corpus_size_curves(cfg: Any, summary: dict) -> list[dict]:
     curves with two sizes or more are returned.
     """
     curves: dict[tuple, dict] = {}
-    for arm in arm_changes(cfg):
-        strategy = _strategy_of(cfg, arm)
+    for arm, strategy, settings in cfg.arm_list():
         row = summary.get(f"{arm}/pytorch")
         if row is None or "pretrain_kd" not in get_strategy(strategy).stages:
             continue
-        settings = {**cfg.distill, **(cfg.arms.get(arm) or {}), "strategy": strategy}
         size = int(settings.get("corpus_max_sentences", _DEFAULT_CORPUS_SIZE))
-        key = tuple(sorted((k, repr(v)) for k, v in settings.items() if k != "corpus_max_sentences"))
+        key = (strategy, *sorted((k, repr(v)) for k, v in settings.items() if k != "corpus_max_sentences"))
         curve = curves.setdefault(key, {"label": strategy, "points": []})
         curve["points"].append((size, row["target_average"]["mean"], row["target_average"]["std"]))
     result = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ class ExperimentOutcome:
     targets: list[str]
     timings: dict
     wall_seconds: float
+
+    @cached_property
+    def curves(self) -> list[dict]:
+        """The pretraining-corpus-size curves (experiment/arms.py), for the markdown, the JSON and the plot."""
+        return corpus_size_curves(self.cfg, self.summary)
 
     @property
     def command(self) -> str:
@@ -94,7 +100,7 @@ def render_markdown(outcome: ExperimentOutcome) -> str:
                      f"{_ms(q['latency_median_ms']) if q else '–'} | {_pct(q['target_average']) if q else '–'} |")
     lines += _fastest_line(bench, cell)
     lines += render_arms(cfg, summary, bench["settings"]["split"])
-    if corpus_size_curves(cfg, summary):
+    if outcome.curves:
         lines += ["", "![target average against pretraining-corpus size](corpus_size_curve.png)"]
     lines += ["", "## The paper's claims, on these numbers", ""]
     for claim in claims:
@@ -188,14 +194,13 @@ def write_experiment_report(folder: Path, outcome: ExperimentOutcome) -> Path:
         write_json_atomic(tmp / "experiment.json", {
             "config": dataclasses.asdict(cfg), "source_lang": source, "target_langs": targets,
             "summary": summary, "claims": claims, "arms": arm_rows(cfg, summary),
-            "corpus_size_curves": corpus_size_curves(cfg, summary), "step_seconds": timings, "wall_seconds": round(wall_seconds, 1),
+            "corpus_size_curves": outcome.curves, "step_seconds": timings, "wall_seconds": round(wall_seconds, 1),
             "bench": str(Path(cfg.out) / "bench" / "bench.json"),
         })
         (tmp / "experiment.md").write_text(render_markdown(outcome), encoding="utf-8")
         _plots(tmp, summary, source, targets)
-        curves = corpus_size_curves(cfg, summary)
-        if curves:
+        if outcome.curves:
             teacher = summary.get("teacher/pytorch")
-            plot_corpus_size_curves(tmp / "corpus_size_curve.png", curves,
+            plot_corpus_size_curves(tmp / "corpus_size_curve.png", outcome.curves,
                                     teacher["target_average"]["mean"] if teacher else None)
     return folder
