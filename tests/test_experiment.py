@@ -1,10 +1,32 @@
 """`kdcompress experiment` end to end on a tiny random teacher: every step, the report, and reuse on rerun."""
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
 from kdcompress.cli import app
+
+# A minimal benchmark and one-step students: for tests of the experiment's wiring.
+MINIMAL_BENCH = """
+[bench]
+limit = 4
+batch_sizes = [1]
+seq_lens = [16]
+repeats = 1
+rounds = 1
+warmup = 0
+memory = false
+"""
+ONE_STEP_TABLES = """
+[distill]
+student_layers = 1
+max_steps = 1
+batch_size = 4
+max_length = 16
+corpus_max_sentences = 16
+evaluate = false
+""" + MINIMAL_BENCH
 
 
 def test_experiment_end_to_end_and_rerun(tmp_path, tiny_teacher_dir, data_dir):
@@ -53,11 +75,17 @@ memory = false
     timed = {entry["model"] for entry in bench["latency"]}
     assert "none-s2" not in timed and "none-s1" in timed and "none-s1-int8" in timed
 
-    # A rerun reuses every step and rewrites only the report.
+    # A rerun reuses every step and rewrites only the report; the compute table still holds every step's time.
     result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert "reused" in result.output
-    assert json.loads((out / "report" / "experiment.json").read_text())["step_seconds"] == {}
+    rerun = json.loads((out / "report" / "experiment.json").read_text())
+    assert rerun["step_seconds"] == {}
+    costs = {row["step"]: row for row in rerun["compute"]}
+    assert set(costs) == {"teacher fine-tuning", "none", "finetune", "general student (pretrain)",
+                          "pretrain (fine-tuning stages)"}
+    assert costs["none"]["runs"] == 2 and costs["none"]["minutes"] > 0 and costs["none"]["machine"] == "CPU"
+    assert "## Compute: wall time per step" in (out / "report" / "experiment.md").read_text()
 
 
 def test_experiment_config_errors(tmp_path):
@@ -91,23 +119,7 @@ openvino = true
 strategy = "finetune"
 kd_transfer = "source+corpus"
 
-[distill]
-student_layers = 1
-max_steps = 1
-batch_size = 4
-max_length = 16
-corpus_max_sentences = 16
-evaluate = false
-
-[bench]
-limit = 4
-batch_sizes = [1]
-seq_lens = [16]
-repeats = 1
-rounds = 1
-warmup = 0
-memory = false
-""")
+{ONE_STEP_TABLES}""")
     result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
     assert result.exit_code == 0, result.output
     students = sorted(p.name for p in (out / "students").iterdir())
@@ -149,16 +161,7 @@ batch_size = 4
 max_length = 16
 corpus_max_sentences = 16
 eval_limit = 4
-
-[bench]
-limit = 4
-batch_sizes = [1]
-seq_lens = [16]
-repeats = 1
-rounds = 1
-warmup = 0
-memory = false
-throughput = false
+{MINIMAL_BENCH}throughput = false
 """)
     result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
     assert result.exit_code == 0, result.output
@@ -167,3 +170,59 @@ throughput = false
     assert record["config"]["finetuned_teacher"] == str(tiny_classifier_dir)
     assert json.loads((out / "bench" / "bench.json").read_text())["settings"]["models"]["teacher"] == str(
         tiny_classifier_dir)
+
+
+def test_general_students_made_elsewhere_are_reused(tmp_path, tiny_teacher_dir, data_dir):
+    """`--stop-after general-students` (on a GPU machine, say) makes only the general students; a full run whose
+    students/ holds them fine-tunes them instead of distilling again."""
+    import shutil
+
+    def write_config(out):
+        config = tmp_path / f"{out.name}.toml"
+        config.write_text(f"""
+[experiment]
+out = "{out}"
+teacher = "{tiny_teacher_dir}"
+data_dir = "{data_dir}"
+target_langs = ["de"]
+strategies = ["none", "pretrain"]
+seeds = [1]
+quantize = "none"
+
+[experiment.arms.pretrain-big-batch]
+strategy = "pretrain"
+pretrain_batch_size = 8
+
+{ONE_STEP_TABLES}""")
+        return config
+
+    elsewhere, here = tmp_path / "gpu", tmp_path / "cpu"
+    result = CliRunner().invoke(app, ["experiment", "--config", str(write_config(elsewhere)),
+                                      "--stop-after", "general-students"])
+    assert result.exit_code == 0, result.output
+    made = sorted(p.name for p in (elsewhere / "students").iterdir())
+    assert len(made) == 2 and all(name.startswith("general-") for name in made)  # one per pretraining setting
+    assert not (elsewhere / "teachers" / "finetuned").exists() and not (elsewhere / "report").exists()
+    batch_sizes = sorted(json.loads((elsewhere / "students" / name / "distill.json").read_text())["stages"][0]
+                         ["settings"]["batch_size"] for name in made)
+    assert batch_sizes == [4, 8]  # pretrain_batch_size reaches pretraining KD
+
+    (here / "students").mkdir(parents=True)
+    for name in made:
+        shutil.copytree(elsewhere / "students" / name, here / "students" / name)
+    records = {name: (here / "students" / name / "distill.json").read_bytes() for name in made}
+    result = CliRunner().invoke(app, ["experiment", "--config", str(write_config(here))])
+    assert result.exit_code == 0, result.output
+    assert "pretrain KD" not in result.output  # no pretraining ran here
+    assert {p.name for p in (here / "students").glob("general-*")} == set(made)
+    assert all((here / "students" / name / "distill.json").read_bytes() == records[name] for name in made)
+    for arm in ("pretrain", "pretrain-big-batch"):
+        record = json.loads((here / "students" / f"{arm}-s1" / "distill.json").read_text())
+        assert Path(record["general_student"]).name in made
+
+
+def test_stop_after_is_checked(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[experiment]\nstop_after = "teacher"\n')
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
+    assert result.exit_code == 2 and "stop_after 'teacher' is not one of general-students, report" in result.output

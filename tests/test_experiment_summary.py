@@ -101,9 +101,25 @@ def test_corpus_size_curve_joins_arms_that_differ_only_in_corpus_size(results):
 
     cfg, summary = _with_arms(results)
     (curve,) = corpus_size_curves(cfg, summary)
-    assert curve["label"] == "pretrain"
+    assert curve["label"] == "pretrain" and curve["arms"] == ["pretrain", "pretrain-big"]
     assert [p[0] for p in curve["points"]] == [2000, 50000]
     assert curve["points"][1][1] == pytest.approx((0.77 + 0.59 + 0.77 + 0.57) / 4)
+
+
+def test_corpus_size_curve_takes_real_sizes_and_arms_that_changed_more(results):
+    """A cap above what the corpus holds is drawn at the sentences read; an arm that also trained longer is a point
+    of its own beside the curve."""
+    from kdcompress.experiment.arms import corpus_size_curves
+
+    cfg, summary = _with_arms(results)
+    summary["pretrain-all/pytorch"] = summary["pretrain-big/pytorch"]
+    cfg.arms["pretrain-all"] = {"strategy": "pretrain", "corpus_max_sentences": 200000, "pretrain_epochs": 2}
+    curve, extra = corpus_size_curves(cfg, summary, {"pretrain-big": 40000, "pretrain-all": 113142})
+    assert [p[0] for p in curve["points"]] == [2000, 40000]
+    assert extra["label"] == "pretrain-all" and [p[0] for p in extra["points"]] == [113142]
+    # alone, a differently trained arm makes no curve
+    del summary["pretrain-big/pytorch"]
+    assert corpus_size_curves(cfg, summary) == []
 
 
 def test_claim_two_is_read_again_for_each_transfer_arm(results):

@@ -135,3 +135,19 @@ def test_init_from_the_finetuned_teacher(tmp_path, tiny_teacher_dir, data_dir, m
     assert "classifier.weight" in source  # the student was built from the fine-tuned classifier ...
     assert all(torch.equal(source[k], saved_teacher[k]) for k in saved_teacher)  # ... the one the run trained
     assert json.loads((result.out / "distill.json").read_text())["config"]["init_from"] == "finetuned-teacher"
+
+
+def test_pair_transfer_set_keeps_every_language_under_a_cap(data_dir):
+    """XNLI's transfer set is the targets' unlabeled dev pairs; a cap takes from every language alike."""
+    from kdcompress.data.tasks import get_task
+    from kdcompress.training.config import DistillConfig
+    from kdcompress.training.transfer_set import build_transfer_set
+
+    task = get_task("xnli")
+    train = task.load("train", "en", data_dir=data_dir)[:4]
+    cfg = DistillConfig(kd_transfer="source+corpus", corpus=["task"], corpus_max_sentences=30, task="xnli")
+    transfer = build_transfer_set(cfg, task, "en", ["de", "fr", "zh"], data_dir, train, None)
+    unlabeled = transfer.examples[len(train):]
+    assert len(unlabeled) == 30 and all(e.text_pair for e in unlabeled)
+    dev = {lang: {e.text for e in task.load("dev", lang, data_dir=data_dir)} for lang in ("de", "fr", "zh")}
+    assert [sum(e.text in dev[lang] for e in unlabeled) for lang in dev] == [10, 10, 10]

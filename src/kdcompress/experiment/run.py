@@ -52,9 +52,15 @@ _PRETRAINING_SETTINGS = ("student_layers", "student_hidden", "layer_selection", 
                          "pretrain_temperature")
 
 
+# Settings added later: part of the key only when set, so that general students made before keep their names.
+_LATER_PRETRAINING_SETTINGS = ("pretrain_batch_size",)
+
+
 def _pretraining_key(settings: dict) -> str:
     full = DistillConfig.from_dict({**settings, "out": "x"}).to_dict()
-    chosen = json.dumps({k: full[k] for k in _PRETRAINING_SETTINGS}, sort_keys=True)
+    chosen = {k: full[k] for k in _PRETRAINING_SETTINGS}
+    chosen.update({k: full[k] for k in _LATER_PRETRAINING_SETTINGS if full[k] is not None})
+    chosen = json.dumps(chosen, sort_keys=True)
     return hashlib.sha256(chosen.encode()).hexdigest()[:8]
 
 
@@ -113,8 +119,58 @@ def _experiment_dir(out: Path) -> Iterator[None]:
             raise
 
 
+class _GeneralStudents:
+    """The general student an arm starts from: distilled once per set of pretraining settings, into
+    students/general-<key>, where a run on another machine may have put it already."""
+
+    def __init__(self, cfg: ExperimentConfig, out: Path, steps: _Steps, teacher: str, common: dict):
+        self.cfg, self.out, self.steps, self.teacher, self.common = cfg, out, steps, teacher, common
+        self.made: dict[str, str] = {}
+        self.of_arm: dict[str, str] = {}
+
+    def step_dirs(self) -> dict[str, list[str]]:
+        """Each general student as a step of its own, named after the arms that start from it."""
+        arms: dict[str, list[str]] = {}
+        for arm, path in self.of_arm.items():
+            arms.setdefault(path, []).append(arm)
+        return {f"general student ({', '.join(names)})": [path] for path, names in arms.items()}
+
+    def corpus_sentences(self) -> dict[str, int]:
+        """Sentences each arm's general student read (the cap may exceed what the corpus holds)."""
+        return {arm: read_json(Path(path) / "distill.json", what="general student record")["corpus"]["sentences"]
+                for arm, path in self.of_arm.items()}
+
+    def __call__(self, arm: str, settings: dict) -> str | None:
+        from kdcompress import distill
+
+        if not (self.cfg.reuse_general_student and "pretrain_kd" in get_strategy(settings["strategy"]).stages):
+            return None
+        key = _pretraining_key(settings)
+        if key not in self.made:
+            self.made[key] = str(self.steps(
+                f"distill general student ({arm})", self.out / "students" / f"general-{key}",
+                lambda target, resume: distill(**{**settings, "strategy": "general", "kd_transfer": "source"},
+                                               teacher=self.teacher, seed=self.cfg.seeds[0], out=str(target),
+                                               resume=resume, **self.common)))
+        self.of_arm[arm] = self.made[key]
+        return self.made[key]
+
+
+def _general_students_only(cfg: ExperimentConfig, out: Path, steps: _Steps, teacher: str, common: dict) -> Path:
+    general_student = _GeneralStudents(cfg, out, steps, teacher, common)
+    for arm, strategy, settings in cfg.arm_list():
+        general_student(arm, {**settings, "strategy": strategy})
+    if not general_student.made:
+        console.print("[yellow]no arm runs KD during pretraining: there is no general student to make[/]")
+    for name, seconds in steps.timings.items():
+        console.print(f"{name}: {seconds} s")
+    console.print(f"[bold green]general students in {out / 'students'}[/]")
+    return out / "students"
+
+
 def run_experiment(config: ExperimentConfig | None = None, **overrides) -> Path:
-    """Run (or continue) an experiment; returns the report directory.
+    """Run (or continue) an experiment; returns the report directory (the students directory with
+    stop_after = "general-students").
 
     Everything that can be checked is checked before `out` is created; the run then holds `<out>.lock`.
     """
@@ -145,6 +201,8 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
         teacher = str(steps(f"import teacher ({teacher})", out / "teachers" / "general",
                             lambda target, _: import_teacher(cfg.teacher, target)))
         _check_steps(cfg, teacher, common)
+    if cfg.stop_after == "general-students":
+        return _general_students_only(cfg, out, steps, teacher, common)
     distill_settings = dict(cfg.distill)
     if teacher_is_finetuned:
         console.print(f"[dim]the teacher {teacher} is already fine-tuned on {cfg.task}: used as it is[/]")
@@ -158,20 +216,8 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
     refs = [ModelRef("teacher", "teacher", None, "pytorch")]
     models = {"teacher": finetuned}
     latency_models = ["teacher"]
-    general_students: dict[str, str] = {}
-
-    def general_student(arm: str, settings: dict) -> str | None:
-        """The general student an arm starts from: distilled once per set of pretraining settings."""
-        if not (cfg.reuse_general_student and "pretrain_kd" in get_strategy(settings["strategy"]).stages):
-            return None
-        key = _pretraining_key(settings)
-        if key not in general_students:
-            general_students[key] = str(steps(
-                f"distill general student ({arm})", out / "students" / f"general-{key}",
-                lambda target, resume: distill(**{**settings, "strategy": "general", "kd_transfer": "source"},
-                                               teacher=teacher,
-                                               seed=cfg.seeds[0], out=str(target), resume=resume, **common)))
-        return general_students[key]
+    general_student = _GeneralStudents(cfg, out, steps, teacher, common)
+    step_dirs: dict[str, list[str]] = {} if teacher_is_finetuned else {"teacher fine-tuning": [finetuned]}
 
     for seed in cfg.seeds:
         for arm, strategy, arm_settings in cfg.arm_list():
@@ -183,6 +229,7 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
                              **settings, teacher=teacher, finetuned_teacher=finetuned, general_student=general,
                              seed=seed, out=str(target), resume=resume, **common))
             models[name] = str(path)
+            step_dirs.setdefault(f"{arm} (fine-tuning stages)" if general else arm, []).append(str(path))
             refs.append(ModelRef(name, arm, seed, "pytorch"))
             if seed == cfg.seeds[0]:
                 latency_models.append(name)
@@ -230,7 +277,9 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
     claims = assess_claims(summary, transfer_arms=transfer_arms)
     report_dir = write_experiment_report(out / "report", ExperimentOutcome(
         cfg=cfg, summary=summary, claims=claims, bench=payload, source=source, targets=targets,
-        timings=steps.timings, wall_seconds=time.perf_counter() - started))
+        timings=steps.timings, wall_seconds=time.perf_counter() - started,
+        corpus_sentences=general_student.corpus_sentences(),
+        step_dirs={**step_dirs, **general_student.step_dirs()}))
     print_summary(summary, Console())
     for claim in claims:
         console.print(f"[bold]{claim['claim']}[/]: {claim['verdict']}")

@@ -83,6 +83,8 @@ class DistillConfig(Settings):
     corpus_max_sentences: int = setting(20000, help="Cap on corpus sentences.")
     pretrain_epochs: float = setting(1.0, help="Epochs over the corpus for pretraining KD.")
     pretrain_lr: float = setting(1e-4, help="Pretraining KD learning rate.")
+    pretrain_batch_size: int | None = setting(None, help="Examples per optimizer step of pretraining KD (default: "
+                                              "--batch-size); a large corpus on a GPU wants more than fine-tuning.")
     mlm_weight: float | None = setting(None, help="Soft masked-LM loss weight in pretraining KD "
                                        "(default: 1 where the teacher has an MLM head, else 0).")
     hidden_weight: float = setting(1.0, help="Hidden-state loss weight in pretraining KD.")
@@ -103,7 +105,8 @@ class DistillConfig(Settings):
         _one_of("hidden_loss", self.hidden_loss, HIDDEN_LOSSES)
         _one_of("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         _at_least(1, student_layers=self.student_layers, student_hidden=self.student_hidden,
-                  max_length=self.max_length, batch_size=self.batch_size, grad_accum=self.grad_accum,
+                  max_length=self.max_length, batch_size=self.batch_size,
+                  pretrain_batch_size=self.pretrain_batch_size, grad_accum=self.grad_accum,
                   max_steps=self.max_steps, save_every=self.save_every, eval_limit=self.eval_limit,
                   corpus_max_sentences=self.corpus_max_sentences)
         _positive(lr=self.lr, teacher_lr=self.teacher_lr, pretrain_lr=self.pretrain_lr, epochs=self.epochs,

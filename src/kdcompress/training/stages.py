@@ -34,9 +34,10 @@ class StageOutputs:
     pretrain_losses: dict | None = None
 
 
-def loop_settings(setup: RunSetup, stage: str, checkpoint_dir: Path, *, lr: float, epochs: float) -> LoopSettings:
+def loop_settings(setup: RunSetup, stage: str, checkpoint_dir: Path, *, lr: float, epochs: float,
+                  batch_size: int | None = None) -> LoopSettings:
     c = setup.cfg
-    return LoopSettings(stage=stage, lr=lr, epochs=epochs, batch_size=c.batch_size, seed=c.seed,
+    return LoopSettings(stage=stage, lr=lr, epochs=epochs, batch_size=batch_size or c.batch_size, seed=c.seed,
                         warmup_ratio=c.warmup_ratio, weight_decay=c.weight_decay, max_steps=c.max_steps,
                         grad_accum=c.grad_accum, save_every=c.save_every, mixed_precision=c.mixed_precision,
                         checkpoint_dir=checkpoint_dir, resume=c.resume)
@@ -95,7 +96,8 @@ def pretrain_kd_stage(setup: RunSetup, outputs: StageOutputs, checkpoint_dir: Pa
     if mlm_weight == 0 and cfg.hidden_weight == 0 and cfg.attention_weight == 0:
         raise KDCompressError("every pretraining KD loss has weight 0; give --hidden-weight or --attention-weight > 0")
     student = _freeze_embeddings_if_asked(setup, _new_student(setup, type(teacher), teacher))
-    settings = loop_settings(setup, "pretrain KD", checkpoint_dir, lr=cfg.pretrain_lr, epochs=cfg.pretrain_epochs)
+    settings = loop_settings(setup, "pretrain KD", checkpoint_dir, lr=cfg.pretrain_lr, epochs=cfg.pretrain_epochs,
+                             batch_size=cfg.pretrain_batch_size)
     loss = PretrainKDLoss(mlm_weight=mlm_weight, hidden_weight=cfg.hidden_weight,
                           attention_weight=cfg.attention_weight, hidden_loss=cfg.hidden_loss,
                           temperature=cfg.pretrain_temperature, mlm_probability=cfg.mlm_probability)

@@ -4,6 +4,7 @@ fine-tuned teacher's soft labels. No target-language label is read, so results s
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from kdcompress.data.corpus import task_only_splits
@@ -45,8 +46,11 @@ def build_transfer_set(cfg: DistillConfig, task: Task, source: str, targets: lis
         if not task_splits:
             raise KDCompressError(f"--kd-transfer {mode} on pair task {task.name} needs sentence pairs: use --corpus "
                                   "task (the targets' unlabeled train/dev pairs)")
-        unlabeled = [Example(e.text, e.text_pair, UNLABELED) for lang in targets for split in task_splits
-                     for e in _maybe_load(task, split, lang, data_dir)][:cfg.corpus_max_sentences]
+        per_lang = [[Example(e.text, e.text_pair, UNLABELED) for split in task_splits
+                     for e in _maybe_load(task, split, lang, data_dir)] for lang in targets]
+        # Round-robin over the languages, so that a cap keeps every language rather than the first few.
+        unlabeled = [e for row in itertools.zip_longest(*per_lang) for e in row if e is not None]
+        unlabeled = unlabeled[:cfg.corpus_max_sentences]
     else:
         unlabeled = [Example(text, None, UNLABELED) for text in corpus or []]
     if not unlabeled:
