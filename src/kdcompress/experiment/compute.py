@@ -20,11 +20,11 @@ def _record(model_dir: str | Path) -> dict | None:
 
 
 def _machine(record: dict) -> str:
-    made_on = record.get("made_on", {}).get("device")
-    if made_on:
-        return made_on
-    torch_version = record.get("versions", {}).get("torch", "")
-    return "GPU" if "+cu" in torch_version else "CPU"
+    # made_on: a student carried from another machine (tools/device_transfer.py); records before `device` say none
+    named = record.get("made_on", {}).get("device") or record.get("device")
+    if named:
+        return named
+    return "CPU" if record.get("versions", {}).get("torch", "").endswith("+cpu") else "unrecorded"  # CPU-only build
 
 
 def step_costs(steps: dict[str, list[str]]) -> list[dict]:

@@ -126,6 +126,15 @@ def _dev_accuracy(setup: RunSetup, model_dir: Path, what: str) -> dict:
     return result
 
 
+def _training_device() -> str:
+    """Where the run trained, for the wall times the study reports (a GPU's name, else the CPU's cores)."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    from kdcompress.bench.machine import physical_cores
+
+    return f"CPU, {physical_cores()} physical cores"
+
+
 def _publish(setup: RunSetup, run: RunDirectory, record: dict, final_stage: Path, teacher_stage_dir: Path | None,
              started: float):
     """Assemble the output directory inside the work folder, then rename it into place at once."""
@@ -137,7 +146,7 @@ def _publish(setup: RunSetup, run: RunDirectory, record: dict, final_stage: Path
         n_params = sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())
     what = "student" if setup.plan else "fine-tuned teacher"
     record.update(parameters=n_params, wall_seconds=round(time.perf_counter() - started, 2),
-                  versions=library_versions())
+                  versions=library_versions(), device=_training_device())
     if setup.cfg.evaluate and setup.strategy.makes_classifier:
         record["dev_accuracy"] = _dev_accuracy(setup, assembled, what.split()[-1])
     write_json_atomic(assembled / "distill.json", record)
