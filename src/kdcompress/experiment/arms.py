@@ -63,13 +63,14 @@ def corpus_size_curves(cfg: Any, summary: dict, corpus_sentences: dict[str, int]
             continue
         size = int(corpus_sentences.get(arm) or settings.get("corpus_max_sentences", _DEFAULT_CORPUS_SIZE))
         key = (strategy, *sorted((k, repr(v)) for k, v in settings.items() if k != "corpus_max_sentences"))
-        curve = curves.setdefault(key, {"label": strategy, "strategy": strategy, "arms": [], "points": []})
+        curve = curves.setdefault(key, {"label": strategy, "arms": [], "points": []})
         curve["arms"].append(arm)
         curve["points"].append((size, row["target_average"]["mean"], row["target_average"]["std"]))
-    lines = [c for c in curves.values() if len({p[0] for p in c["points"]}) > 1]
-    extra = [{**c, "label": c["arms"][0]} for c in curves.values()
-             if len(c["points"]) == 1 and any(line["strategy"] == c["strategy"] for line in lines)]
-    return [{k: v for k, v in c.items() if k != "strategy"} | {"points": sorted(c["points"])} for c in lines + extra]
+    lines = {key: c for key, c in curves.items() if len({p[0] for p in c["points"]}) > 1}
+    with_lines = {key[0] for key in lines}  # strategies that have a curve
+    extra = [{**c, "label": c["arms"][0]} for key, c in curves.items()
+             if len(c["points"]) == 1 and key[0] in with_lines]
+    return [{**c, "points": sorted(c["points"])} for c in [*lines.values(), *extra]]
 
 
 def plot_corpus_size_curves(path, curves: list[dict], teacher_target: float | None) -> None:

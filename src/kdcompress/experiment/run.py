@@ -60,8 +60,7 @@ def _pretraining_key(settings: dict) -> str:
     full = DistillConfig.from_dict({**settings, "out": "x"}).to_dict()
     chosen = {k: full[k] for k in _PRETRAINING_SETTINGS}
     chosen.update({k: full[k] for k in _LATER_PRETRAINING_SETTINGS if full[k] is not None})
-    chosen = json.dumps(chosen, sort_keys=True)
-    return hashlib.sha256(chosen.encode()).hexdigest()[:8]
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _check_inputs(cfg: ExperimentConfig, task, out: Path) -> None:

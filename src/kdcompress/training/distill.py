@@ -17,7 +17,7 @@ from rich.console import Console
 from safetensors import safe_open
 
 import kdcompress
-from kdcompress.bench.machine import library_versions
+from kdcompress.bench.machine import library_versions, physical_cores
 from kdcompress.errors import KDCompressError
 from kdcompress.io import write_json_atomic
 from kdcompress.quiet import quiet_libraries
@@ -130,8 +130,6 @@ def _training_device() -> str:
     """Where the run trained, for the wall times the study reports (a GPU's name, else the CPU's cores)."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    from kdcompress.bench.machine import physical_cores
-
     return f"CPU, {physical_cores()} physical cores"
 
 
