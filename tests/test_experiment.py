@@ -136,6 +136,12 @@ kd_transfer = "source+corpus"
                             "pretrain/openvino", "transfer-task/openvino"}
     markdown = (out / "report" / "experiment.md").read_text()
     assert "transfer-task" in markdown and "Fastest model and runtime at" in markdown
+    # every step's loss curve, the general student's pretraining stage included
+    losses = json.loads((out / "report" / "experiment.json").read_text())["training_losses"]
+    assert {(r["step"], r["stage"]) for r in losses} >= {("teacher fine-tuning", "teacher"),
+                                                          ("transfer-task", "student")}
+    assert any(r["stage"] == "pretrain_kd" for r in losses) and (out / "report" / "training_loss.png").is_file()
+    assert "## Training loss" in markdown
     assert (out / "openvino" / "pretrain-s1-ov" / "openvino_model.xml").is_file()
 
 
@@ -170,6 +176,18 @@ eval_limit = 4
     assert record["config"]["finetuned_teacher"] == str(tiny_classifier_dir)
     assert json.loads((out / "bench" / "bench.json").read_text())["settings"]["models"]["teacher"] == str(
         tiny_classifier_dir)
+    assert json.loads((out / "report" / "experiment.json").read_text())["teacher"]["layers"] == 4  # the tiny teacher
+
+    # the same arms in a second experiment, read against the first (claim 3): same teacher, so same size
+    second = tmp_path / "again"
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config), "--out", str(second),
+                                      "--compare-teachers", f"{out},{second}"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((second / "report" / "experiment.json").read_text())
+    assert report["compared_teachers"] == [{"out": str(out), "teacher": report["teacher"]}]
+    (claim,) = [c for c in report["claims"] if "larger teacher" in c["claim"]]
+    assert "same size" in claim["verdict"]
+    assert "## Teacher size" in (second / "report" / "experiment.md").read_text()
 
 
 def test_general_students_made_elsewhere_are_reused(tmp_path, tiny_teacher_dir, data_dir):

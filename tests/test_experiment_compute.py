@@ -27,3 +27,27 @@ def test_step_costs_read_every_seed_and_the_machine(tmp_path):
     assert rows["old"]["machine"] == "CPU"  # a CPU-only torch build trains on the CPU
     table = "\n".join(render_costs(list(rows.values()), 2))
     assert "| a | 2 | 2.0 (1.0-3.0) | CPU, 2 physical cores | 1 |" in table and "2 CPU cores" in table
+
+
+def test_training_losses_read_the_first_seed_and_mark_the_uniform_guess(tmp_path):
+    import math
+
+    from kdcompress.experiment.loss_curves import plot_losses, render_losses, training_losses
+
+    flat = [{"step": i, "loss": 1.1, "lr": 1e-4} for i in range(1, 21)]
+    falling = [{"step": i, "loss": 2.0 - 0.05 * i} for i in range(1, 21)]
+    first = _record(tmp_path / "arm-s1", stages=[{"name": "pretrain_kd", "steps": 20, "history": falling},
+                                                 {"name": "student", "steps": 20, "history": flat}])
+    (tmp_path / "arm-s1" / "config.json").write_text(json.dumps({"id2label": {"0": "a", "1": "b", "2": "c"}}))
+    second = _record(tmp_path / "arm-s2", stages=[{"name": "student", "steps": 20, "history": falling}])
+    rows = training_losses({"arm": [first, second], "imported teacher": [str(tmp_path / "none")]})
+    assert [(r["step"], r["stage"]) for r in rows] == [("arm", "pretrain_kd"), ("arm", "student")]  # first seed only
+    pretrain, student = rows
+    # the first and last tenth of 20 steps: steps 1-2 and 19-20
+    assert pretrain["start"] == pytest.approx(2.0 - 0.05 * 1.5) and pretrain["end"] == pytest.approx(2.0 - 0.05 * 19.5)
+    assert pretrain["uniform_guess"] is None  # pretraining KD is no classification loss
+    assert student["uniform_guess"] == pytest.approx(math.log(3)) and student["end"] == pytest.approx(1.1)
+    table = "\n".join(render_losses(rows))
+    assert "| arm | student | 20 | 1.100 | 1.100 | +0% | 1.099 |" in table
+    plot_losses(tmp_path / "loss.png", rows)
+    assert (tmp_path / "loss.png").stat().st_size > 0

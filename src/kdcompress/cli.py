@@ -317,6 +317,9 @@ def experiment_command(
     stop_after: Optional[str] = typer.Option(None, help="general-students: import the teacher and distil the "
                                              "general students only (e.g. on a GPU machine), then stop; report "
                                              "(the default) runs everything."),
+    compare_teachers: Optional[str] = typer.Option(None, help="Comma-separated experiment directories of the same "
+                                                   "arms from other teachers: the report reads claim 3 (a larger "
+                                                   "teacher gives the strongest student) against them."),
     hub: bool = typer.Option(False, "--hub", help="Use the Hugging Face hub: mBERT as the teacher (unless --teacher) "
                              "and the hub's datasets instead of a local folder."),
 ) -> None:
@@ -327,7 +330,8 @@ def experiment_command(
     if hub:
         teacher, data_dir = teacher or DistillConfig().teacher, ""  # "" = no local folder, even if $KDCOMPRESS_DATA_DIR
     cfg = ExperimentConfig.from_file(config, out=out, data_dir=data_dir, teacher=teacher, seeds=seeds,
-                                     strategies=strategies, stop_after=stop_after)
+                                     strategies=strategies, stop_after=stop_after,
+                                     compare_teachers=compare_teachers)
     run_experiment(cfg)
 
 

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 
-def _record(model_dir: str | Path) -> dict | None:
+def step_record(model_dir: str | Path) -> dict | None:
     path = Path(model_dir) / "distill.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -32,7 +32,7 @@ def step_costs(steps: dict[str, list[str]]) -> list[dict]:
     and whether a run was resumed (its time then covers the last invocation only)."""
     rows = []
     for name, dirs in steps.items():
-        records = [r for r in map(_record, dirs) if r and "wall_seconds" in r]
+        records = [r for r in map(step_record, dirs) if r and "wall_seconds" in r]
         if not records:
             continue
         minutes = [r["wall_seconds"] / 60 for r in records]

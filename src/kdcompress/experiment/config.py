@@ -61,6 +61,10 @@ class ExperimentConfig(Settings):
     stop_after: str = setting("report", help="report (everything), or general-students: import the teacher and "
                               "distil the general students only, e.g. on a GPU machine; a later run whose "
                               "students/ holds them reuses them.")
+    compare_teachers: list[str] = setting(factory=list, help="Experiment directories of the same arms distilled "
+                                          "from other teachers: the report puts them side by side and reads claim 3 "
+                                          "(a larger teacher gives the strongest student). One that has no report "
+                                          "yet is named in the report; this experiment's own directory is skipped.")
     distill: dict[str, Any] = setting(factory=dict, help="[distill] settings shared by every student.", cli=False)
     export: dict[str, Any] = setting(factory=dict, help="[export] settings of every export.", cli=False)
     bench: dict[str, Any] = setting(factory=dict, help="[bench] settings (limit, batch_sizes, ...).", cli=False)

@@ -11,6 +11,8 @@ from typing import Any
 
 from kdcompress.experiment.arms import arm_rows, corpus_size_curves, plot_corpus_size_curves, render_arms
 from kdcompress.experiment.compute import render_costs, step_costs
+from kdcompress.experiment.loss_curves import plot_losses, render_losses, training_losses
+from kdcompress.experiment.teacher_size import render_teacher_sizes
 from kdcompress.io import atomic_output_dir, write_json_atomic
 from kdcompress.training.strategies import STRATEGY_NAMES, STRATEGY_TABLE
 
@@ -48,10 +50,16 @@ class ExperimentOutcome:
     wall_seconds: float
     corpus_sentences: dict = dataclasses.field(default_factory=dict)  # arm -> sentences its general student read
     step_dirs: dict = dataclasses.field(default_factory=dict)  # step name -> the model dirs it made (compute.py)
+    teacher: dict = dataclasses.field(default_factory=dict)  # layers, width, parameters (teacher_size.py)
+    compared: dict = dataclasses.field(default_factory=lambda: {"reports": [], "missing": []})  # compare_teachers
 
     @cached_property
     def costs(self) -> list[dict]:
         return step_costs(self.step_dirs)
+
+    @cached_property
+    def losses(self) -> list[dict]:
+        return training_losses(self.step_dirs)
 
     @cached_property
     def curves(self) -> list[dict]:
@@ -110,6 +118,8 @@ def render_markdown(outcome: ExperimentOutcome) -> str:
     if outcome.curves:
         lines += ["", "![target average against pretraining-corpus size](corpus_size_curve.png)"]
     lines += render_costs(outcome.costs, machine.get("cpu", {}).get("physical_cores"))
+    lines += render_losses(outcome.losses)
+    lines += render_teacher_sizes({"teacher": outcome.teacher, "summary": summary}, outcome.compared)
     lines += ["", "## The paper's claims, on these numbers", ""]
     for claim in claims:
         lines.append(f"- **{claim['claim']}**: {claim['verdict']}.")
@@ -201,13 +211,18 @@ def write_experiment_report(folder: Path, outcome: ExperimentOutcome) -> Path:
     with atomic_output_dir(folder, overwrite=True) as tmp:
         write_json_atomic(tmp / "experiment.json", {
             "config": dataclasses.asdict(cfg), "source_lang": source, "target_langs": targets,
+            "teacher": outcome.teacher,
+            "compared_teachers": [{"out": r["out"], "teacher": r["teacher"]} for r in outcome.compared["reports"]],
             "summary": summary, "claims": claims, "arms": arm_rows(cfg, summary),
-            "corpus_size_curves": outcome.curves, "compute": outcome.costs, "step_seconds": timings,
+            "corpus_size_curves": outcome.curves, "compute": outcome.costs,
+            "training_losses": outcome.losses, "step_seconds": timings,
             "wall_seconds": round(wall_seconds, 1),
             "bench": str(Path(cfg.out) / "bench" / "bench.json"),
         })
         (tmp / "experiment.md").write_text(render_markdown(outcome), encoding="utf-8")
         _plots(tmp, summary, source, targets)
+        if outcome.losses:
+            plot_losses(tmp / "training_loss.png", outcome.losses)
         if outcome.curves:
             teacher = summary.get("teacher/pytorch")
             plot_corpus_size_curves(tmp / "corpus_size_curve.png", outcome.curves,

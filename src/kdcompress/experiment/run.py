@@ -16,6 +16,7 @@ from kdcompress.data.tasks import get_task, normalise_lang, resolve_languages
 from kdcompress.experiment.config import IMPORTABLE_TEACHERS, ExperimentConfig
 from kdcompress.experiment.report import ExperimentOutcome, print_summary, write_experiment_report
 from kdcompress.experiment.summary import ModelRef, aggregate, assess_claims
+from kdcompress.experiment.teacher_size import load_compared, teacher_facts, teacher_size_claims
 from kdcompress.errors import KDCompressError
 from kdcompress.io import check_writable_output, read_json
 from kdcompress.locks import output_lock
@@ -183,6 +184,7 @@ def run_experiment(config: ExperimentConfig | None = None, **overrides) -> Path:
     out = Path(cfg.out).expanduser()
     _check_inputs(cfg, task, out)
     common = dict(task=cfg.task, data_dir=cfg.data_dir, source_lang=source, target_langs=targets)
+    load_compared(cfg.compare_teachers, own_out=out, task=cfg.task, source=source, targets=targets)
     teacher_is_finetuned = cfg.teacher not in IMPORTABLE_TEACHERS and _check_steps(cfg, cfg.teacher, common)
     with _experiment_dir(out):
         return _run(cfg, out, source, targets, common, teacher_is_finetuned)
@@ -273,12 +275,15 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
     transfer_arms = tuple(arm for arm, strategy, settings in cfg.arm_list()
                           if "finetune_kd" in get_strategy(strategy).stages
                           and settings.get("kd_transfer", "source") != "source")
-    claims = assess_claims(summary, transfer_arms=transfer_arms)
+    own = {"teacher": teacher_facts(finetuned), "summary": summary}
+    compared = load_compared(cfg.compare_teachers, own_out=out, task=cfg.task, source=source, targets=targets)
+    claims = assess_claims(summary, transfer_arms=transfer_arms,
+                           teacher_size=teacher_size_claims(own, compared) if compared["reports"] else None)
     report_dir = write_experiment_report(out / "report", ExperimentOutcome(
         cfg=cfg, summary=summary, claims=claims, bench=payload, source=source, targets=targets,
         timings=steps.timings, wall_seconds=time.perf_counter() - started,
         corpus_sentences=general_student.corpus_sentences(),
-        step_dirs={**step_dirs, **general_student.step_dirs()}))
+        step_dirs={**step_dirs, **general_student.step_dirs()}, teacher=own["teacher"], compared=compared))
     print_summary(summary, Console())
     for claim in claims:
         console.print(f"[bold]{claim['claim']}[/]: {claim['verdict']}")

@@ -57,8 +57,11 @@ def aggregate(refs: list[ModelRef], accuracy: dict[str, dict], headline: dict[st
 
 def _compare(summary: dict, better: str, worse: str) -> dict | None:
     a, b = summary.get(f"{better}/pytorch"), summary.get(f"{worse}/pytorch")
-    if not a or not b:
-        return None
+    return compare_rows(a, b, better, worse) if a and b else None
+
+
+def compare_rows(a: dict, b: dict, better: str, worse: str) -> dict:
+    """Row `a` (named `better`) minus row `b` (`worse`): target average paired by seed, per-language wins, source."""
     paired = [(x - y) for x, y, sa, sb in zip(a["target_average"]["values"], b["target_average"]["values"],
                                               a["seeds"], b["seeds"]) if sa == sb]
     diff = a["target_average"]["mean"] - b["target_average"]["mean"]
@@ -71,7 +74,7 @@ def _compare(summary: dict, better: str, worse: str) -> dict | None:
             "languages_better": lang_wins, "languages": len(langs)}
 
 
-def _verdict(comparison: dict) -> str:
+def verdict(comparison: dict) -> str:
     """supported / contradicted when every seed agrees on the sign; otherwise inconclusive."""
     n, up = comparison["seeds"], comparison["seeds_agreeing"]
     if n == 0:
@@ -86,24 +89,26 @@ def _verdict(comparison: dict) -> str:
 
 def _hurt_verdict(comparison: dict) -> str:
     """Claim 2's wording: does KD during fine-tuning (the "behind" side) trail the student without KD?"""
-    verdict = _verdict(comparison)
-    word = ("observed" if verdict.startswith("supported") else "not observed" if verdict.startswith("contradicted")
+    outcome = verdict(comparison)
+    word = ("observed" if outcome.startswith("supported") else "not observed" if outcome.startswith("contradicted")
             else "inconclusive")
     return word + (" (one seed: indicative only)" if comparison["seeds"] == 1 else "")
 
 
-def assess_claims(summary: dict, *, teachers: int = 1, transfer_arms: tuple[str, ...] = ()) -> list[dict]:
+def assess_claims(summary: dict, *, transfer_arms: tuple[str, ...] = (),
+                  teacher_size: list[dict] | None = None) -> list[dict]:
     """The paper's three claims (Soltan, Khan and Hamza, 2021), each with testability, verdict and evidence.
 
     transfer_arms: arms with KD during fine-tuning on a multilingual transfer set; claim 2 is read again for
     each of them (against `none`), since the paper's KD in fine-tuning saw source-language text only.
+    teacher_size: claim 3 read against other experiments (experiment/teacher_size.py), when any were named.
     """
     claims = []
     c1 = _compare(summary, "pretrain", "finetune")
     claims.append({
         "claim": "KD during pretraining beats KD during fine-tuning for zero-shot transfer",
         "testable": c1 is not None,
-        "verdict": _verdict(c1) if c1 else "not tested: needs the pretrain and finetune strategies",
+        "verdict": verdict(c1) if c1 else "not tested: needs the pretrain and finetune strategies",
         "evidence": c1,
     })
     c2 = _compare(summary, "none", "finetune")
@@ -129,11 +134,11 @@ def assess_claims(summary: dict, *, teachers: int = 1, transfer_arms: tuple[str,
             "verdict": _hurt_verdict(comparison) if comparison else "not tested: needs the none strategy",
             "evidence": comparison,
         })
-    claims.append({
+    claims += teacher_size or [{
         "claim": "A larger teacher gives the strongest student",
-        "testable": teachers > 1,
-        "verdict": "not tested: this experiment has one teacher; run it again with a larger --teacher and compare "
-                   "the reports' student rows" if teachers == 1 else "compare the teachers' rows",
+        "testable": False,
+        "verdict": "not tested: this experiment has one teacher; run the same arms from another teacher and name "
+                   "that experiment in compare_teachers",
         "evidence": None,
-    })
+    }]
     return claims
