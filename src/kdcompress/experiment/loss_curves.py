@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 from kdcompress.experiment.compute import step_record
@@ -42,14 +43,15 @@ def training_losses(steps: dict[str, list[str]]) -> list[dict]:
             continue
         labels = _num_labels(dirs[0])
         for stage in record.get("stages", []):
-            losses = [point["loss"] for point in stage.get("history", []) if "loss" in point]
-            if not losses:
+            curve = [[point["step"], point["loss"]] for point in stage.get("history", []) if "loss" in point]
+            if not curve:
                 continue
+            losses = [loss for _, loss in curve]
             rows.append({"step": name, "stage": stage["name"], "steps": stage.get("steps", len(losses)),
                          "start": _edge_mean(losses, start=True), "end": _edge_mean(losses, start=False),
                          "uniform_guess": math.log(labels) if labels and stage["name"] in ("teacher", "student")
                          else None,
-                         "curve": [[point["step"], point["loss"]] for point in stage["history"] if "loss" in point]})
+                         "curve": curve})
     return rows
 
 
@@ -84,8 +86,7 @@ def plot_losses(path: Path, rows: list[dict]) -> None:
         for row in (r for r in rows if r["stage"] == stage):
             x, y = zip(*row["curve"])
             window = max(1, len(y) // 20)
-            smoothed = [sum(y[max(0, i - window + 1):i + 1]) / len(y[max(0, i - window + 1):i + 1])
-                        for i in range(len(y))]
+            smoothed = [statistics.fmean(y[max(0, i - window + 1):i + 1]) for i in range(len(y))]
             axis.plot(x, smoothed, label=row["step"], linewidth=1.2)
             if row["uniform_guess"] is not None:
                 guesses.add(row["uniform_guess"])

@@ -8,6 +8,7 @@ students, and the claim's verdict per arm, paired by seed as the other claims ar
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from kdcompress.errors import KDCompressError
@@ -27,11 +28,7 @@ def teacher_facts(model_dir: str | Path) -> dict:
     parameters = 0
     for shard in sorted(folder.glob("*.safetensors")):
         with safe_open(str(shard), framework="np") as weights:
-            for name in weights.keys():
-                count = 1
-                for size in weights.get_slice(name).get_shape():
-                    count *= size
-                parameters += count
+            parameters += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
     return {"model": str(folder), "layers": config.get("num_hidden_layers"), "hidden": config.get("hidden_size"),
             "parameters": parameters}
 
