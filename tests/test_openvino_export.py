@@ -88,7 +88,38 @@ def test_openvino_static_int8_records_the_control(tmp_path, tiny_classifier_dir,
         assert attempt["why"]
         if attempt["tried"]:
             assert set(attempt["per_language"]) == {"en", "de"}
+    order = ["default", "per_channel_reduced_range", "fp32_embeddings", "int8_weights_only", "sensitive_ops_fp32"]
+    assert [a["name"] for a in control["attempts"]] == order[:len(control["attempts"])]
+    if control["kept"] == "int8_weights_only":
+        assert "calibration" not in report["quantization"] and "weights only" in report["quantization"]["method"]
     assert Predictor(out, threads=1).predict(TEXTS)[0].label
+
+
+@NEEDS_OPENVINO
+def test_int8_weights_only_leaves_the_fp32_model_and_activations_alone(ov_fp32):
+    import openvino as ov
+
+    from kdcompress.deploy import openvino as ovx
+
+    model = ov.Core().read_model(str(ov_fp32 / "openvino_model.xml"))
+    before = sorted(op.get_element_type().get_type_name() for op in model.get_ordered_ops()
+                    if op.get_type_name() == "Constant")
+    compressed = ovx.compress_int8_weights(model)
+    after = sorted(op.get_element_type().get_type_name() for op in model.get_ordered_ops()
+                   if op.get_type_name() == "Constant")
+    assert after == before  # the caller's fp32 model is not rewritten
+    types = {op.get_type_name() for op in compressed.get_ordered_ops()}
+    assert "FakeQuantize" not in types  # no int8 activations
+    int8_weights = [op for op in compressed.get_ordered_ops()
+                    if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "i8"]
+    weighted_matmuls = [op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"
+                        and op.input_value(1).get_node().get_type_name() == "Constant"]
+    assert weighted_matmuls and len(int8_weights) >= len(weighted_matmuls)
+    rng = np.random.default_rng(0)
+    feed = {port.get_any_name(): rng.integers(5, 500, (2, 16)) if "input_ids" in port.get_any_name()
+            else np.ones((2, 16), np.int64) for port in model.inputs}
+    fp32, int8 = (ovx.openvino_logits(m, [feed]) for m in (model, compressed))
+    assert np.abs(fp32 - int8).max() < 0.05 * max(1.0, np.abs(fp32).max())  # weight rounding only
 
 
 def test_openvino_rejects_dynamic_and_fused_graphs():

@@ -7,8 +7,10 @@ fallbacks are tried in a fixed order, each recorded with why it was tried and wh
 
 1. per-channel weights with reduced (7-bit) range - ORT's `reduce_range`, NNCF's `overflow_fix`;
 2. fp32 embeddings - the embedding lookup left unquantized;
-3. sensitive operators in fp32 - ORT: the sensitivity ranking of int8_search.py and its search for
-   the fewest fallbacks; OpenVINO: NNCF's `quantize_with_accuracy_control`, which ranks them itself.
+3. OpenVINO only: int8 weights only, activations at the inference precision (NNCF weight compression;
+   ONNX Runtime's 8-bit MatMulNBits ran slower than its fp32 graph, benchmarks/README.md);
+4. sensitive operators in fp32 - the sensitivity ranking of int8_search.py and its search for the
+   fewest fallbacks (on OpenVINO passed to NNCF as an ignored scope by name).
 
 The first model that passes is kept; when none does, the one with the fewest failing languages and
 then the highest worst-language agreement. Runtime-specific code lives in the callers

@@ -145,6 +145,16 @@ def quantize_int8(model: Any, calibration_feeds: Sequence[Feed], *, reduced_rang
                              target_device=nncf.TargetDevice.CPU, subset_size=len(calibration_feeds), **extra)
 
 
+def compress_int8_weights(model: Any) -> Any:
+    """Int8 weights only (NNCF weight compression, symmetric, per output channel): every matrix multiply and
+    embedding table stored in int8, activations left at the inference precision. No calibration data: the
+    error is the weights' rounding alone, which keeps argmax agreement where int8 activations lose it."""
+    nncf = import_nncf()
+    with _quiet_nncf(nncf):
+        # compress_weights rewrites the model it is given: work on a copy, the caller's fp32 model stays.
+        return nncf.compress_weights(model.clone(), mode=nncf.CompressWeightsMode.INT8_SYM)
+
+
 def compile_model(model: Any, precision: str = "f32", threads: int | None = None) -> Any:
     ov = import_openvino()
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
