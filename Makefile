@@ -22,7 +22,7 @@ venv: $(BIN)/kdcompress
 test: venv
 	$(BIN)/python -m pytest -q
 
-# The main job end to end on the real teacher and data, offline (about 40 minutes on 2 cores).
+# The main job end to end on the real teacher and data, offline (40-50 minutes on 2 cores).
 # `make demo HUB=1`: mBERT and SIB-200 from the Hugging Face hub instead.
 demo: venv
 	$(BIN)/kdcompress experiment --config configs/quickstart.toml $(if $(HUB),--hub --out runs/quickstart-hub)

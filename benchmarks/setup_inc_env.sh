@@ -23,7 +23,8 @@ fi
 
 "$python" -m venv "$venv"
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-echo "$main_site" > "$site/kdcompress_main_venv.pth"
+# addsitedir, not a bare path: the main venv's own .pth files (kdcompress's editable install) must be read too.
+echo "import site; site.addsitedir('$main_site')" > "$site/kdcompress_main_venv.pth"
 "$venv/bin/pip" install --quiet "neural-compressor[pt]==${INC_VERSION:-3.10}"
 "$venv/bin/python" -c "import importlib.metadata as md; print({n: md.version(n) for n in ('neural-compressor', 'torchao', 'torch', 'transformers')})"
 echo "Neural Compressor environment ready at $venv"
