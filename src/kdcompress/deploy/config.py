@@ -47,8 +47,9 @@ class ExportConfig(Settings):
                               "operator search.")
     min_agreement: float = setting(0.97, help="Int8 control: every checked language must keep this argmax agreement "
                                    "with fp32 on its dev sentences (--eval-samples), or its dev accuracy within 1 "
-                                   "point; else fallbacks are tried in order (reduced range, fp32 embeddings, "
-                                   "sensitive operators in fp32) and export.json says why. 0 turns it off.")
+                                   "point; else fallbacks are tried in order (reduced range, fp32 embeddings, on "
+                                   "OpenVINO int8 weights only, sensitive operators in fp32) and export.json says "
+                                   "why. 0 turns it off.")
     opset: int = setting(DEFAULT_OPSET, help="ONNX opset.")
     overwrite: bool = setting(False, help="Replace OUT if it exists.")
     progress: bool = setting(True, help="Show progress and the closing summary.", cli=False)
