@@ -16,16 +16,15 @@ import collections
 import json
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from runtimes import cpu_flags  # noqa: E402 - the sibling benchmark's CPU facts
+from runtimes import Candidate, cpu_flags, time_interleaved  # noqa: E402 - the sibling benchmark's timer
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,6 +51,13 @@ def compile_candidate(path: Path, precision: str, shape: tuple[int, int] | None,
     return core.compile_model(model, "CPU", config)
 
 
+def infer(compiled: Any) -> Callable[[dict], Any]:
+    """One inference request of `compiled`, fed the graph's own inputs from a shared feed."""
+    request = compiled.create_infer_request()
+    names = [port.get_any_name() for port in compiled.inputs]
+    return lambda feed: request.infer({n: feed[n] for n in names})
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from kdcompress.deploy.openvino import cpu_bf16
@@ -61,7 +67,8 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     feed = {"input_ids": rng.integers(5, 1000, (batch, length)), "attention_mask": np.ones((batch, length), np.int64),
             "token_type_ids": np.zeros((batch, length), np.int64)}
-    candidates: dict[str, tuple[Any, list[str], tuple]] = {}
+    candidates: list[Candidate] = []
+    settings: dict[str, tuple[Path, str, tuple[int, int] | None]] = {}
     for directory in args.dirs:
         report = json.loads((directory / "export.json").read_text(encoding="utf-8"))
         kind = report.get("precision", "?") + (f" ({report['int8_control']['kept']})" if report.get("int8_control")
@@ -69,26 +76,17 @@ def main(argv=None) -> int:
         for precision in precisions:
             for shape in (None, (batch, length)):
                 name = f"{directory.name} [{kind}], {precision}, {'static' if shape else 'dynamic'} shape"
-                compiled = compile_candidate(directory, precision, shape, args.threads)
-                names = [port.get_any_name() for port in compiled.inputs]
-                candidates[name] = (compiled.create_infer_request(), names, (directory, precision, shape))
+                candidates.append(Candidate(name, infer(compile_candidate(directory, precision, shape, args.threads)),
+                                            group="ours"))
+                settings[name] = (directory, precision, shape)
     load_before = os.getloadavg()[0]
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    order = list(candidates)
-    for round_index in range(args.warmup + args.rounds):
-        shift = round_index % len(order)
-        for name in order[shift:] + order[:shift]:
-            request, names, _ = candidates[name]
-            start = time.perf_counter()
-            request.infer({n: feed[n] for n in names})
-            if round_index >= args.warmup:
-                times[name].append(time.perf_counter() - start)
+    time_interleaved(candidates, feed, args.input, args.rounds, args.warmup)
     load_after = os.getloadavg()[0]
-    rows = [{"candidate": name, "median_ms": float(np.median(t) * 1e3), "p90_ms": float(np.percentile(t, 90) * 1e3)}
-            for name, t in times.items()]
+    rows = [{"candidate": c.name, "median_ms": float(np.median(c.times[args.input]) * 1e3),
+             "p90_ms": float(np.percentile(c.times[args.input], 90) * 1e3)} for c in candidates]
     rows.sort(key=lambda row: row["median_ms"])
 
-    directory, precision, shape = candidates[rows[0]["candidate"]][2]
+    directory, precision, shape = settings[rows[0]["candidate"]]
     compiled = compile_candidate(directory, precision, shape, args.threads, profile=True)
     request = compiled.create_infer_request()
     names = [port.get_any_name() for port in compiled.inputs]
