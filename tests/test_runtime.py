@@ -318,6 +318,42 @@ def test_openvino_fp32_matches_onnxruntime(onnx_dir, tmp_path):
 
 
 @NEEDS_OPENVINO
+def test_openvino_compile_cache_is_reused_and_changes_nothing(onnx_dir, tmp_path):
+    from kdcompress.runtime import Predictor
+
+    cache = tmp_path / "cache" / "openvino"  # made on first use
+    plain = Predictor(onnx_dir, threads=1, backend="openvino", precision="f32").logits(TEXTS)
+    first = Predictor(onnx_dir, threads=1, backend="openvino", precision="f32", cache_dir=cache)
+    blobs = sorted(cache.iterdir())
+    assert blobs, "OpenVINO wrote no compiled model to the cache"
+    second = Predictor(onnx_dir, threads=1, backend="openvino", precision="f32", cache_dir=cache)
+    assert sorted(cache.iterdir()) == blobs  # loaded from the cache, nothing compiled anew
+    np.testing.assert_array_equal(first.logits(TEXTS), plain)
+    np.testing.assert_array_equal(second.logits(TEXTS), plain)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(KDCompressError, match="cache folder"):
+        Predictor(onnx_dir, backend="openvino", cache_dir=tmp_path / "a-file" / "sub")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=NEEDS_OPENVINO)])
+def test_tokenizer_errors_win_over_model_errors(onnx_dir, tmp_path, backend):
+    """On OpenVINO the tokenizer loads in a thread beside the runtime; either way, when both fail, the
+    tokenizer's error is the one raised, and a good tokenizer leaves the model's error."""
+    from kdcompress.runtime import Predictor
+
+    broken = tmp_path / "broken"
+    shutil.copytree(onnx_dir, broken)
+    (broken / "tokenizer.json").write_text("not a tokenizer")
+    (broken / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(KDCompressError, match="tokenizer.json cannot be read"):
+        Predictor(broken, backend=backend)
+    shutil.copy(onnx_dir / "tokenizer.json", broken / "tokenizer.json")
+    with pytest.raises(KDCompressError, match="ONNX Runtime cannot load" if backend == "onnxruntime"
+                       else "OpenVINO cannot load"):
+        Predictor(broken, backend=backend)
+
+
+@NEEDS_OPENVINO
 def test_openvino_int8_with_accuracy_control(onnx_dir, tmp_path):
     pytest.importorskip("nncf", reason="nncf is not installed: pip install 'kdcompress[openvino]'")
     from kdcompress.deploy.openvino import export_openvino

@@ -30,6 +30,7 @@ from kdcompress.bench.machine import library_versions
 from kdcompress.deploy import checks
 from kdcompress.deploy.check_data import check_inputs_readable, choose_check_data
 from kdcompress.deploy.checks import CheckSet, Parity, brief, require_fp32_parity
+from kdcompress.deploy.cls_only import cls_only_module, unsupported_reason
 from kdcompress.deploy.config import ExportConfig
 from kdcompress.deploy.context import ExportRun
 from kdcompress.deploy.int8_scheme import detect_cpu_features
@@ -131,11 +132,14 @@ def _export(run: ExportRun, staging: Path) -> None:
     config, ui = run.config, run.ui
     check = _check_set(run)
     fp32_path = run.work / "model_fp32.onnx"
+    last_layer = _last_layer_choice(run)
     with ui.stage("export", f"export to ONNX (opset {config.opset})"):
-        exporter = export_fp32(run.source, fp32_path, opset=config.opset)
+        exporter = export_fp32(run.source, fp32_path, opset=config.opset,
+                               cls_only_last_layer=last_layer["graph"] == "cls_only")
     inputs, outputs, actual_opset = _graph_io(fp32_path)
     run.report["onnx"] = {"file": MODEL_FILE, "exporter": exporter, "opset": actual_opset, "inputs": inputs,
-                          "outputs": outputs, "dynamic_axes": {"batch_size": 0, "sequence_length": 1}}
+                          "outputs": outputs, "dynamic_axes": {"batch_size": 0, "sequence_length": 1},
+                          "last_layer": last_layer}
 
     with ui.stage("reference", "run the PyTorch reference"):
         parity = Parity(run.source, check)
@@ -162,6 +166,17 @@ def _export(run: ExportRun, staging: Path) -> None:
                     "fp32": fp32_check, "final": final_check}
     with ui.stage("write", f"write {config.out}"):
         _write(run, staging, current, fp32_path, check_report)
+
+
+def _last_layer_choice(run: ExportRun) -> dict[str, str]:
+    """export.json's onnx.last_layer: whether the graph computes its last layer on [CLS] only, and why not."""
+    if not run.config.cls_only_last_layer:
+        return {"graph": "full", "reason": "--full-last-layer"}
+    reason = unsupported_reason(run.source.model, run.source.input_names)
+    if reason:
+        run.ui.note(f"the last layer stays whole: {reason}")
+        return {"graph": "full", "reason": reason}
+    return {"graph": "cls_only", "reason": "a sequence classifier reads position 0 of the last layer only"}
 
 
 def _export_openvino(run: ExportRun, staging: Path, parity: Parity, check: CheckSet, fp32_path: Path,
@@ -214,7 +229,8 @@ def _optimize(run: ExportRun, parity: Parity, fp32_path: Path) -> tuple[Path, di
     with run.ui.stage("optimize", "fuse transformer operators (ONNX Runtime)"):
         fusion = fuse_transformer_ops(fp32_path, fused_path, num_heads=int(model_config.num_attention_heads),
                                       hidden_size=int(model_config.hidden_size),
-                                      num_layers=int(model_config.num_hidden_layers))
+                                      num_layers=int(model_config.num_hidden_layers),
+                                      cls_only_last_layer=run.report["onnx"]["last_layer"]["graph"] == "cls_only")
     run.report["optimize"].update(fusion)
     run.ui.note("fused: " + (", ".join(f"{k} x{v}" for k, v in fusion["fused"].items()) or "nothing"))
     if fusion["missing"]:
@@ -321,11 +337,15 @@ def _trace_example(source: SourceModel) -> tuple:
     return tuple(encoded[name].to(torch.long) for name in source.input_names)
 
 
-def export_fp32(source: SourceModel, path: Path, *, opset: int) -> str:
-    """Export with dynamic batch and sequence axes; return which exporter produced the graph."""
+def export_fp32(source: SourceModel, path: Path, *, opset: int, cls_only_last_layer: bool = False) -> str:
+    """Export with dynamic batch and sequence axes; return which exporter produced the graph.
+    `cls_only_last_layer`: the last layer on position 0 only (cls_only.py; check `unsupported_reason` first)."""
     import torch
 
-    wrapper = logits_module(source.model, source.input_names)
+    if cls_only_last_layer:
+        wrapper = cls_only_module(source.model, source.input_names)
+    else:
+        wrapper = logits_module(source.model, source.input_names)
     example = _trace_example(source)
     axes = {name: {0: "batch_size", 1: "sequence_length"} for name in source.input_names}
     axes["logits"] = {0: "batch_size"}

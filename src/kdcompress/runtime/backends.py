@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -100,11 +101,16 @@ class OrtBackend:
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, path: Path, *, threads: int | None, precision: str):
+    def __init__(self, path: Path, *, threads: int | None, precision: str, cache_dir: Path | None = None):
         ov = import_openvino()
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        if cache_dir is not None:
+            # OpenVINO's own model cache: the compiled form, keyed by model, CPU and settings, so a later process
+            # maps it instead of compiling (0.36 -> 0.10 s for a weights-only int8 student, 1.3 -> 0.16 s and
+            # 915 -> 495 MB peak for a fully int8 one; benchmarks/README.md).
+            config["CACHE_DIR"] = str(_writable_dir(cache_dir))
         try:
             core = ov.Core()
             self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
@@ -121,9 +127,23 @@ class OpenVinoBackend:
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)  # a copy: the buffer is reused
 
 
+def _writable_dir(path: Path) -> Path:
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KDCompressError(f"cannot create the OpenVINO cache folder {path} ({describe(exc)}); pass a writable "
+                              "folder as the cache dir, or none") from None
+    if not os.access(path, os.W_OK):
+        raise KDCompressError(f"the OpenVINO cache folder {path} is not writable; pass a writable folder as the "
+                              "cache dir, or none")
+    return path
+
+
 def open_backend(model_dir: Path, backend: str = "auto", *, threads: int | None = None,
-                 precision: str | None = None) -> OrtBackend | OpenVinoBackend:
-    """Load `model_dir`'s model on `backend`; `precision` (f32/bf16) is OpenVINO's inference precision."""
+                 precision: str | None = None, cache_dir: str | os.PathLike | None = None) -> OrtBackend | OpenVinoBackend:
+    """Load `model_dir`'s model on `backend`; `precision` (f32/bf16) is OpenVINO's inference precision and
+    `cache_dir` its compiled-model cache (ONNX Runtime has none: it ignores it)."""
     if threads is not None and threads < 1:
         raise KDCompressError(f"threads must be at least 1, not {threads}")
     if precision is not None and precision not in OV_PRECISIONS:
@@ -131,4 +151,5 @@ def open_backend(model_dir: Path, backend: str = "auto", *, threads: int | None 
     chosen, path = pick_model_file(model_dir, backend)
     if chosen == "onnxruntime":
         return OrtBackend(path, threads=threads)
-    return OpenVinoBackend(path, threads=threads, precision=precision or recorded_precision(model_dir) or "f32")
+    return OpenVinoBackend(path, threads=threads, precision=precision or recorded_precision(model_dir) or "f32",
+                           cache_dir=Path(cache_dir) if cache_dir else None)
