@@ -5,7 +5,7 @@ BERT's pooler or DistilBERT's pre-classifier. The other positions of that layer 
 attention outputs, feed-forward blocks and layer norms) are computed and thrown away. Here the last
 layer runs its query, attention output and feed-forward on position 0 only, with keys and values
 still from every position, so the logits are those of the whole model (1e-7 apart; the export checks
-them like any graph). On a 6-layer student at 128 tokens that is 8-16% less latency on ONNX Runtime
+them like any graph). On a 6-layer student at 128 tokens that is 5-15% less latency on ONNX Runtime
 and OpenVINO (benchmarks/README.md, "The last layer on [CLS] only").
 
 Why hand-written: no library prunes a layer to one query position (ONNX Runtime and OpenVINO see
