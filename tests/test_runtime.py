@@ -327,7 +327,9 @@ def test_openvino_compile_cache_is_reused_and_changes_nothing(onnx_dir, tmp_path
     blobs = sorted(cache.iterdir())
     assert blobs, "OpenVINO wrote no compiled model to the cache"
     second = Predictor(onnx_dir, threads=1, backend="openvino", precision="f32", cache_dir=cache)
-    assert sorted(cache.iterdir()) == blobs  # loaded from the cache, nothing compiled anew
+    assert first.backend.compiled.get_property("LOADED_FROM_CACHE") is False
+    assert second.backend.compiled.get_property("LOADED_FROM_CACHE") is True  # nothing compiled anew
+    assert sorted(cache.iterdir()) == blobs
     np.testing.assert_array_equal(first.logits(TEXTS), plain)
     np.testing.assert_array_equal(second.logits(TEXTS), plain)
     (tmp_path / "a-file").write_text("x")

@@ -71,12 +71,13 @@ def _attend_from_first(query: Any, key: Any, value: Any, heads: int, hidden: Any
     import torch
 
     batch = hidden.shape[0]
+    head_size = query.out_features // heads  # from the weights, not the traced shapes: a constant in the graph
 
     def split(x):
-        return x.view(batch, x.shape[1], heads, x.shape[-1] // heads).transpose(1, 2)
+        return x.view(batch, -1, heads, head_size).transpose(1, 2)
 
     q, k, v = split(query(hidden[:, :1])), split(key(hidden)), split(value(hidden))
-    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(head_size)
     blocked = (1.0 - mask[:, None, None, :].to(scores.dtype)) * torch.finfo(scores.dtype).min
     context = torch.matmul(torch.softmax(scores + blocked, dim=-1), v)
     return context.transpose(1, 2).reshape(batch, 1, -1)
