@@ -133,10 +133,10 @@ def _writable_dir(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise KDCompressError(f"cannot create the OpenVINO cache folder {path} ({describe(exc)}); pass a writable "
-                              "folder as the cache dir, or none") from None
+                              "folder as --cache-dir (cache_dir=), or leave it out") from None
     if not os.access(path, os.W_OK):
-        raise KDCompressError(f"the OpenVINO cache folder {path} is not writable; pass a writable folder as the "
-                              "cache dir, or none")
+        raise KDCompressError(f"the OpenVINO cache folder {path} is not writable; pass a writable folder as "
+                              "--cache-dir (cache_dir=), or leave it out")
     return path
 
 
