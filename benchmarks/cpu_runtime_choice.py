@@ -26,7 +26,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no engine may busy-wait b
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -121,13 +120,15 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "work"
     work.mkdir(exist_ok=True)
+    from kdcompress.bench.machine import cpu_facts
+    from kdcompress.deploy.openvino import cpu_bf16
+
     flags = cpu_flags()
-    model_name = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                       if l.startswith("model name")), platform.processor() or "?")
-    capabilities = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")) if ov else []
+    model_name = cpu_facts()["model"]
+    bf16, bf16_reason = cpu_bf16() if ov else (False, "openvino is not installed")
     meta = {"cpu": model_name, "flags": flags, "threads": args.threads, "onnxruntime": ort.__version__,
             "openvino": ov.get_version() if ov else None, "nncf": getattr(nncf, "__version__", None),
-            "torch": torch.__version__, "openvino_capabilities": capabilities,
+            "torch": torch.__version__, "bf16": bf16_reason,
             "student": dict(DEMO_STUDENT, num_hidden_layers=args.layers, hidden_size=args.hidden,
                             intermediate_size=4 * args.hidden, vocab_size=args.vocab)}
     log(f"CPU: {model_name}; flags: {', '.join(flags) or 'none of the vector extensions looked for'}; "
@@ -149,10 +150,10 @@ def main(argv=None) -> int:
             skipped["openvino"] = "openvino is not installed"
             continue
         candidates.append(Candidate(f"ov f32 {graph}", ov_run(fp32, args.threads, "f32"), "ours"))
-        if "BF16" in capabilities:
+        if bf16:
             candidates.append(Candidate(f"ov bf16 {graph}", ov_run(fp32, args.threads, "bf16"), "ours"))
         else:
-            skipped["ov bf16"] = "no OpenVINO BF16 capability on this CPU (neither AMX nor avx512_bf16)"
+            skipped["ov bf16"] = bf16_reason
         if nncf is None:
             skipped["ov int8 weights"] = "nncf is not installed"
         else:
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
 
             weights = work / f"student_{graph}_int8_weights.xml"
             ov.save_model(compress_int8_weights(ov.Core().read_model(str(fp32))), str(weights), compress_to_fp16=False)
-            precision = "bf16" if "BF16" in capabilities else "f32"
+            precision = "bf16" if bf16 else "f32"
             candidates.append(Candidate(f"ov int8 weights {graph}", ov_run(weights, args.threads, precision),
                                         "ours", note=f"activations {precision}"))
     log(f"built {len(candidates)} candidates in {time.perf_counter() - started:.0f} s")

@@ -31,7 +31,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no engine may busy-wait b
 import argparse
 import gc
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -284,6 +283,7 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    from kdcompress.bench.machine import cpu_facts
     from kdcompress.deploy.openvino import cpu_bf16
 
     def log(text: str) -> None:
@@ -295,9 +295,7 @@ def main(argv=None) -> int:
     exports_dir = args.exports or args.out / "exports"
     flags = cpu_flags()
     bf16, bf16_reason = cpu_bf16()
-    meta = {"cpu": platform.processor() or next((l.split(":", 1)[1].strip() for l in
-                                                 Path("/proc/cpuinfo").read_text().splitlines()
-                                                 if l.startswith("model name")), "?"),
+    meta = {"cpu": cpu_facts()["model"],
             "flags": flags, "threads": args.threads, "onnxruntime": ort.__version__, "openvino": ov.get_version(),
             "torch": torch.__version__, "student": str(args.student.resolve()), "bf16": bf16_reason}
     log(f"CPU: {meta['cpu']}; flags: {', '.join(flags)}; {args.threads} threads")
