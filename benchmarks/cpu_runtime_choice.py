@@ -79,7 +79,7 @@ def export(model: Any, path: Path, *, cls_only: bool) -> Path:
 
     from kdcompress.deploy.cls_only import cls_only_module
     from kdcompress.deploy.config import DEFAULT_OPSET
-    from kdcompress.deploy.export import logits_module
+    from kdcompress.deploy.traced import logits_module
     from kdcompress.quiet import quiet_block
 
     wrapper = cls_only_module(model, INPUT_NAMES) if cls_only else logits_module(model, INPUT_NAMES)

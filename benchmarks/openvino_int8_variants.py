@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from runtimes import Candidate, cpu_flags, dev_batches, logits_on, random_feed, time_interleaved  # noqa: E402
+from runtimes import Candidate, cpu_flags, dev_batches, logits_on, ov_run, random_feed, time_interleaved  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     batches = dev_batches(args.fp32_dir, args.data_dir)
 
     def dev_logits(model: Any, at: str) -> dict[str, np.ndarray]:
-        run = _runner(model, at, args.threads)
+        run = ov_run(model, args.threads, at)
         return {lang: logits_on(run, b) for lang, b in batches.items()}
 
     gate = gate_data(args.fp32_dir, args.data_dir, dev_logits(fp32, "f32"))
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
         log(f"{name:30s} {control:8s} worst {r['worst_language']} {r['min_agreement']:.1%}, "
             f"{len(r['under_97'])} under 97% agreement ({r['seconds']} s)")
 
-    candidates = [Candidate(name, _runner(model, precision, args.threads), "ours") for name, model in models.items()]
+    candidates = [Candidate(name, ov_run(model, args.threads, precision), "ours") for name, model in models.items()]
     vocab = json.loads((args.fp32_dir / "config.json").read_text())["vocab_size"]
     time_interleaved(candidates, random_feed(1, 128, vocab, bos=0, eos=2), "1x128", args.runs, 3)
     base = float(np.median(candidates[0].times["1x128"]))
@@ -171,18 +171,6 @@ def main(argv=None) -> int:
     (args.out / "openvino_int8_variants.md").write_text(markdown(payload))
     log("\n" + markdown(payload))
     return 0
-
-
-def _runner(model: Any, precision: str, threads: int) -> Callable[[dict], np.ndarray]:
-    from kdcompress.deploy.openvino import compile_model
-
-    request = compile_model(model, precision, threads).create_infer_request()
-    names = [port.get_any_name() for port in request.model_inputs]
-
-    def run(feed: dict) -> np.ndarray:
-        request.infer({n: feed[n] for n in names})
-        return np.array(request.get_output_tensor(0).data)
-    return run
 
 
 def markdown(payload: dict) -> str:

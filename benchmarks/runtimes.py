@@ -109,14 +109,16 @@ def ort_run(path: Path, threads: int) -> Callable[[dict], Any]:
     return lambda feed: session.run([output], {n: feed[n] for n in names})[0]
 
 
-def ov_run(path: Path, threads: int, precision: str | None) -> Callable[[dict], Any]:
+def ov_run(model: Path | Any, threads: int, precision: str | None) -> Callable[[dict], Any]:
+    """`model`: a model file, or an `ov.Model` already in memory."""
     import openvino as ov
 
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    compiled = core.compile_model(core.read_model(str(model)) if isinstance(model, (str, Path)) else model, "CPU",
+                                  config)
     request = compiled.create_infer_request()
     names = [p.get_any_name() for p in compiled.inputs]
 

@@ -20,6 +20,8 @@ import copy
 import math
 from typing import Any, Sequence
 
+from kdcompress.deploy.traced import logits_module
+
 # model class -> (base model attribute, path to its layer list)
 _SUPPORTED = {
     "BertForSequenceClassification": ("bert", ("encoder", "layer")),
@@ -83,14 +85,17 @@ def _attend_from_first(query: Any, key: Any, value: Any, heads: int, hidden: Any
     return context.transpose(1, 2).reshape(batch, 1, -1)
 
 
-def cls_only_module(model: Any, input_names: Sequence[str]):
-    """A torch module taking the graph inputs positionally and returning the logits, its last layer on
-    position 0 only. Raises ValueError when `unsupported_reason` names a reason.
+def _cls_only_classifier(model: Any, input_names: Sequence[str]):
+    """`model` as a torch module whose last layer runs on position 0 only, sharing every weight. It is called like
+    the model (the graph inputs by name, `return_dict=True`) and answers with `.logits`. Raises ValueError when
+    `unsupported_reason` names a reason.
 
-    ONNX node names follow the module calls: the layers before the last keep the whole graph's names
-    (/model/bert/encoder/layer.0/...), the last layer's are /model/last_layer/..., the head's /model/classifier/...
+    ONNX node names follow the module calls: under traced.logits_module the layers before the last keep the
+    whole graph's names (/model/bert/encoder/layer.0/...), the last layer's are /model/last_layer/..., the
+    head's /model/classifier/...
     """
     import torch
+    from transformers.modeling_outputs import SequenceClassifierOutput
 
     reason = unsupported_reason(model, input_names)
     if reason:
@@ -129,19 +134,19 @@ def cls_only_module(model: Any, input_names: Sequence[str]):
                 if name in model._modules:
                     self.add_module(name, getattr(model, name))
 
-        def forward(self, **inputs):
+        def forward(self, return_dict: bool = True, **inputs):
             hidden = getattr(self, base_name)(**inputs, return_dict=True).last_hidden_state
             out = self.last_layer(hidden, inputs["attention_mask"])
             if is_bert:
-                return self.classifier(self.dropout(self.pooler(out)))
-            return self.classifier(self.dropout(torch.relu(self.pre_classifier(out[:, 0]))))
+                logits = self.classifier(self.dropout(self.pooler(out)))
+            else:
+                logits = self.classifier(self.dropout(torch.relu(self.pre_classifier(out[:, 0]))))
+            return SequenceClassifierOutput(logits=logits)
 
-    class LogitsOnly(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = ClsOnlyClassifier()
+    return ClsOnlyClassifier()
 
-        def forward(self, *inputs):
-            return self.model(**dict(zip(input_names, inputs, strict=True)))
 
-    return LogitsOnly().eval()
+def cls_only_module(model: Any, input_names: Sequence[str]):
+    """A torch module taking the graph inputs positionally and returning the logits, its last layer on
+    position 0 only (what the export traces). Raises ValueError when `unsupported_reason` names a reason."""
+    return logits_module(_cls_only_classifier(model, input_names), input_names)

@@ -24,7 +24,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from kdcompress.bench.machine import library_versions
 from kdcompress.deploy import checks
@@ -37,6 +37,7 @@ from kdcompress.deploy.int8_scheme import detect_cpu_features
 from kdcompress.deploy.int8_step import int8_step
 from kdcompress.deploy.model_dir import SAMPLE_TEXTS, SourceModel, inspect_model_dir, load_model_dir
 from kdcompress.deploy.progress import Progress, print_summary
+from kdcompress.deploy.traced import logits_module
 from kdcompress.errors import KDCompressError, describe
 from kdcompress.io import atomic_output_dir, check_writable_output, match_umask, write_json_atomic
 from kdcompress.locks import temp_prefix
@@ -311,23 +312,6 @@ def _write(run: ExportRun, staging: Path, model: Path, fp32_path: Path, check_re
 
 
 # --- fp32 export -----------------------------------------------------------------------------
-
-def logits_module(model: Any, input_names: Sequence[str]):
-    """A torch module taking the graph inputs positionally and returning the logits only."""
-    import torch
-
-    class LogitsOnly(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, *inputs):
-            return self.model(**dict(zip(input_names, inputs, strict=True)), return_dict=True).logits
-
-    # Eval mode on the wrapper too: the exporter switches the top module's mode, and a wrapper
-    # left in training mode bakes dropout into the graph.
-    return LogitsOnly().eval()
-
 
 def _trace_example(source: SourceModel) -> tuple:
     import torch
