@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "work"
     work.mkdir(exist_ok=True)
-    from kdcompress.bench.machine import cpu_facts
+    from kdcompress.machine import cpu_facts
     from kdcompress.deploy.openvino import cpu_bf16
 
     flags = cpu_flags()

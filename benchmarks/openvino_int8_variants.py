@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     import nncf
     import openvino as ov
 
-    from kdcompress.bench.machine import cpu_facts
+    from kdcompress.machine import cpu_facts
     from kdcompress.data.tasks import get_task
     from kdcompress.deploy.int8_control import judge
     from kdcompress.deploy.openvino import compress_int8_weights, cpu_bf16, quantize_int8

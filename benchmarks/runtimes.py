@@ -285,7 +285,7 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from kdcompress.bench.machine import cpu_facts
+    from kdcompress.machine import cpu_facts
     from kdcompress.deploy.openvino import cpu_bf16
 
     def log(text: str) -> None:

@@ -15,7 +15,7 @@ RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "avx2_only" / "run"
 
 PROBE = """
 import json, openvino as ov, torch
-from kdcompress.bench.machine import cpu_facts
+from kdcompress.machine import cpu_facts
 from kdcompress.deploy.int8_scheme import choose_int8_scheme, detect_cpu_features
 print(json.dumps({"torch": torch.backends.cpu.get_cpu_capability(),
                   "openvino": ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"),

@@ -177,7 +177,7 @@ def test_deltas_to_baseline():
 
 
 def test_machine_facts_name_cpu_flags_and_libraries():
-    from kdcompress.bench.machine import cpu_summary, machine_facts
+    from kdcompress.machine import cpu_summary, machine_facts
 
     facts = machine_facts()
     assert facts["cpu"]["physical_cores"] >= 1
@@ -424,13 +424,14 @@ def test_bench_runs_exported_models_on_every_runtime(sib_models, openvino_export
 
 def test_bench_default_runtime_keeps_names_and_notes_what_openvino_cannot_run(sib_models, data_dir, tmp_path):
     pytest.importorskip("openvino", reason="openvino is not installed: pip install 'kdcompress[openvino]'")
-    from kdcompress.bench.run import expand_runtimes, runtime_of
+    from kdcompress.bench.run import expand_runtimes
 
     plan = BenchConfig.from_dict({"models": {k: str(v) for k, v in sib_models.items()}, "runtime": "onnxruntime",
                                   "out": "x"})
     plan = plan.replace(baseline="pt", latency_models=["pt", "onnx"])
-    same, notes = expand_runtimes(plan)
-    assert list(same.models) == ["pt", "onnx"] and notes == [] and runtime_of("onnx") is None
+    same, specs, notes = expand_runtimes(plan)
+    assert list(same.models) == ["pt", "onnx"] and notes == []
+    assert specs["onnx"].runtime == "onnxruntime" and specs["pt"].runtime is None
     dynamic = tmp_path / "dynamic"
     dynamic.mkdir()
     for f in sib_models["onnx"].iterdir():
@@ -438,11 +439,11 @@ def test_bench_default_runtime_keeps_names_and_notes_what_openvino_cannot_run(si
     (dynamic / "export.json").write_text(json.dumps({"precision": "int8", "quantization": {"mode": "dynamic"}}))
     mixed = plan.replace(models={"pt": str(sib_models["pt"]), "int8": str(dynamic)}, runtime="all",
                          latency_models=["pt", "int8"])
-    expanded, notes = expand_runtimes(mixed)
+    expanded, specs, notes = expand_runtimes(mixed)
     # it runs on one runtime only, so it keeps its name (a model on several gets NAME@RUNTIME rows)
     assert list(expanded.models) == ["pt", "int8"] and expanded.latency_models == list(expanded.models)
     assert "int8 was not run on OpenVINO" in notes[0] and "MatMulInteger" in notes[0]
-    assert runtime_of("int8@onnxruntime") == "onnxruntime" and runtime_of("a@b") is None
+    assert specs["int8"].runtime == "onnxruntime" and specs["int8"].path == str(dynamic)
 
 
 def test_bench_openvino_without_the_extra_is_one_line(sib_models, data_dir, tmp_path, monkeypatch):

@@ -61,7 +61,7 @@ def test_openvino_export_matches_pytorch_per_language(ov_fp32, tiny_classifier_d
     moved = ov_fp32.parent / "moved"
     shutil.copytree(ov_fp32, moved)
     predictor = Predictor(moved, threads=1, precision="f32")
-    assert predictor.backend_name == "openvino"
+    assert predictor.runtime == "openvino"
     model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_classifier_dir)
     with torch.no_grad():

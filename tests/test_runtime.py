@@ -107,7 +107,7 @@ def test_predictions_match_pytorch(onnx_dir, torch_reference):
 
     single, paired, pairs = torch_reference
     predictor = Predictor(onnx_dir, threads=1, batch_size=4)
-    assert predictor.backend_name == "onnxruntime"
+    assert predictor.runtime == "onnxruntime"
     np.testing.assert_allclose(predictor.logits(TEXTS), single, atol=1e-4)
     np.testing.assert_allclose(predictor.logits(TEXTS, pairs), paired, atol=1e-4)
 
@@ -160,8 +160,8 @@ def test_predictor_refuses_bad_input(onnx_dir, tmp_path):
         Predictor(tmp_path / "missing")
     with pytest.raises(KDCompressError, match="neither model.onnx nor openvino_model.xml"):
         Predictor(tmp_path)
-    with pytest.raises(KDCompressError, match="unknown backend"):
-        Predictor(onnx_dir, backend="tensorrt")
+    with pytest.raises(KDCompressError, match="unknown runtime"):
+        Predictor(onnx_dir, runtime="tensorrt")
 
 
 def test_predictor_imports_neither_torch_nor_transformers(onnx_dir, tmp_path):
@@ -267,8 +267,8 @@ def test_predict_file_leaves_nothing_when_it_fails(onnx_dir, tmp_path, monkeypat
 def test_predict_config_checks_its_settings():
     from kdcompress.runtime import PredictConfig
 
-    with pytest.raises(KDCompressError, match="--backend"):
-        PredictConfig.from_dict({"model_dir": "m", "out": "o.jsonl", "backend": "tensorrt"})
+    with pytest.raises(KDCompressError, match="--runtime"):
+        PredictConfig.from_dict({"model_dir": "m", "out": "o.jsonl", "runtime": "tensorrt"})
     with pytest.raises(KDCompressError, match="--batch-size"):
         PredictConfig.from_dict({"model_dir": "m", "out": "o.jsonl", "batch_size": 0})
     with pytest.raises(KDCompressError, match="--out"):
@@ -283,7 +283,7 @@ def test_missing_openvino_names_the_extra(onnx_dir, tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
     with pytest.raises(KDCompressError, match=r"pip install 'kdcompress\[openvino\]'") as info:
-        Predictor(onnx_dir, backend="openvino")
+        Predictor(onnx_dir, runtime="openvino")
     assert "\n" not in str(info.value)
     from kdcompress.deploy.openvino import export_openvino
 
@@ -299,7 +299,7 @@ def test_openvino_fp32_matches_onnxruntime(onnx_dir, tmp_path):
     pairs = [p or "" for p in PAIRS]
     ort = Predictor(onnx_dir, threads=1).logits(TEXTS, pairs)
     # OpenVINO reading the ONNX file itself.
-    np.testing.assert_allclose(Predictor(onnx_dir, threads=1, backend="openvino").logits(TEXTS, pairs), ort, atol=1e-4)
+    np.testing.assert_allclose(Predictor(onnx_dir, threads=1, runtime="openvino").logits(TEXTS, pairs), ort, atol=1e-4)
 
     out = export_openvino(onnx_dir, tmp_path / "ov")
     assert {"openvino_model.xml", "openvino_model.bin", "config.json", "tokenizer.json", "export.json"} <= \
@@ -310,7 +310,7 @@ def test_openvino_fp32_matches_onnxruntime(onnx_dir, tmp_path):
     assert report["openvino"]["inference_precision_reason"]
     shutil.copytree(out, tmp_path / "moved")  # self-contained: nothing points back at the ONNX directory
     predictor = Predictor(tmp_path / "moved", threads=1, precision="f32")
-    assert predictor.backend_name == "openvino"
+    assert predictor.runtime == "openvino"
     np.testing.assert_allclose(predictor.logits(TEXTS, pairs), ort, atol=1e-4)
     recorded = Predictor(tmp_path / "moved", threads=1)  # the recorded precision (bf16 on AMX): close, not exact
     assert recorded.backend.precision == report["openvino"]["inference_precision"]
@@ -322,11 +322,11 @@ def test_openvino_compile_cache_is_reused_and_changes_nothing(onnx_dir, tmp_path
     from kdcompress.runtime import Predictor
 
     cache = tmp_path / "cache" / "openvino"  # made on first use
-    plain = Predictor(onnx_dir, threads=1, backend="openvino", precision="f32").logits(TEXTS)
-    first = Predictor(onnx_dir, threads=1, backend="openvino", precision="f32", cache_dir=cache)
+    plain = Predictor(onnx_dir, threads=1, runtime="openvino", precision="f32").logits(TEXTS)
+    first = Predictor(onnx_dir, threads=1, runtime="openvino", precision="f32", cache_dir=cache)
     blobs = sorted(cache.iterdir())
     assert blobs, "OpenVINO wrote no compiled model to the cache"
-    second = Predictor(onnx_dir, threads=1, backend="openvino", precision="f32", cache_dir=cache)
+    second = Predictor(onnx_dir, threads=1, runtime="openvino", precision="f32", cache_dir=cache)
     assert first.backend.compiled.get_property("LOADED_FROM_CACHE") is False
     assert second.backend.compiled.get_property("LOADED_FROM_CACHE") is True  # nothing compiled anew
     assert sorted(cache.iterdir()) == blobs
@@ -334,7 +334,7 @@ def test_openvino_compile_cache_is_reused_and_changes_nothing(onnx_dir, tmp_path
     np.testing.assert_array_equal(second.logits(TEXTS), plain)
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(KDCompressError, match="cache folder"):
-        Predictor(onnx_dir, backend="openvino", cache_dir=tmp_path / "a-file" / "sub")
+        Predictor(onnx_dir, runtime="openvino", cache_dir=tmp_path / "a-file" / "sub")
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=NEEDS_OPENVINO)])
@@ -348,11 +348,11 @@ def test_tokenizer_errors_win_over_model_errors(onnx_dir, tmp_path, backend):
     (broken / "tokenizer.json").write_text("not a tokenizer")
     (broken / "model.onnx").write_bytes(b"not a model")
     with pytest.raises(KDCompressError, match="tokenizer.json cannot be read"):
-        Predictor(broken, backend=backend)
+        Predictor(broken, runtime=backend)
     shutil.copy(onnx_dir / "tokenizer.json", broken / "tokenizer.json")
     with pytest.raises(KDCompressError, match="ONNX Runtime cannot load" if backend == "onnxruntime"
                        else "OpenVINO cannot load"):
-        Predictor(broken, backend=backend)
+        Predictor(broken, runtime=backend)
 
 
 @NEEDS_OPENVINO

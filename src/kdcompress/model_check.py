@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from kdcompress.errors import KDCompressError, describe
+from kdcompress.model_config import model_max_positions  # noqa: F401 - its callers' import path
+from kdcompress.runtime.registry import exported_runtimes
 
 # Files that carry a vocabulary; any one of them (with tokenizer_config.json) lets transformers build a tokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "sentencepiece.model",
@@ -26,12 +27,6 @@ MIN_VOCAB_SHARE = 0.5
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 
-# Model types whose position ids start after the padding index (RoBERTa's scheme): pad_token_id + 1 of the
-# max_position_embeddings rows are never used for a real token (XLM-R: 514 rows, 512 tokens).
-_PADDING_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
-                                   "data2vec-text", "mpnet", "roberta-prelayernorm", "ibert", "luke", "markuplm",
-                                   "lilt", "xmod", "esm"})
-DEFAULT_MAX_POSITIONS = 512
 
 
 def _folder(path: str | os.PathLike, what: str) -> Path:
@@ -132,30 +127,9 @@ def check_weights_readable(path: str | os.PathLike, *, what: str = "model") -> N
         return
     if (folder / "pytorch_model.bin").is_file():
         return
-    if (folder / "model.onnx").is_file():
-        raise KDCompressError(f"{what} {folder} holds an ONNX model, not PyTorch weights ({WEIGHTS_FILE}); pass the "
-                              f"model folder it was exported from")
+    exported = next((row for row in exported_runtimes() if row.owns(folder)), None)
+    if exported is not None:
+        raise KDCompressError(f"{what} {folder} holds an {exported.model_kind} model, not PyTorch weights ({WEIGHTS_FILE}); "
+                              f"pass the model folder it was exported from")
     raise KDCompressError(f"{what} {folder} has no model weights ({WEIGHTS_FILE}); pass a folder saved with "
                           f"model.save_pretrained")
-
-
-def _get(config: Any, name: str) -> Any:
-    return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
-
-
-def model_max_positions(config: Any) -> int:
-    """The most tokens one input may hold for this model config (a PretrainedConfig or its dict).
-
-    BERT-style models: max_position_embeddings (512 for mBERT). RoBERTa-style ones (XLM-R, ...) number
-    positions from pad_token_id + 1, so that many rows are never used: 514 - 2 = 512. Where the config has
-    no max_position_embeddings, DEFAULT_MAX_POSITIONS.
-    """
-    positions = _get(config, "max_position_embeddings")
-    if positions is None:
-        positions = _get(config, "n_positions")
-    if not isinstance(positions, int) or isinstance(positions, bool) or positions <= 0:
-        return DEFAULT_MAX_POSITIONS
-    if _get(config, "model_type") in _PADDING_OFFSET_TYPES:
-        pad = _get(config, "pad_token_id")
-        positions -= (pad if isinstance(pad, int) and pad >= 0 else 1) + 1
-    return max(positions, 1)

@@ -13,7 +13,7 @@ _API = {
     "BenchConfig": "kdcompress.bench.config",
     "load_runner": "kdcompress.bench.runners",
     "parse_model_specs": "kdcompress.bench.run",
-    "machine_facts": "kdcompress.bench.machine",
+    "machine_facts": "kdcompress.machine",
     "summarize": "kdcompress.bench.latency",
 }
 

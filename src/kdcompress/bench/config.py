@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdcompress.errors import KDCompressError
+from kdcompress.runtime.registry import exported_runtimes, get_runtime
 from kdcompress.settings import Settings, setting
 
 DEVICES = ("cpu", "cuda")
-RUNTIME_CHOICES = ("onnxruntime", "openvino", "all")
+ALL_RUNTIMES = "all"
 
 
 @dataclass
@@ -55,9 +56,10 @@ class BenchConfig(Settings):
         if self.device not in DEVICES:
             raise KDCompressError(f"--device {self.device!r} is not one of {', '.join(DEVICES)}")
         self.runtime = self.runtime.strip().lower()
-        if self.runtime not in RUNTIME_CHOICES:
-            raise KDCompressError(f"--runtime {self.runtime!r} is not one of {', '.join(RUNTIME_CHOICES)}")
-        if self.runtime != "onnxruntime" and self.device != "cpu":
+        choices = [row.name for row in exported_runtimes()] + [ALL_RUNTIMES]
+        if self.runtime not in choices:
+            raise KDCompressError(f"--runtime {self.runtime!r} is not one of {', '.join(choices)}")
+        if self.device not in (get_runtime(self.runtime).devices if self.runtime != ALL_RUNTIMES else ("cpu",)):
             raise KDCompressError(f"--runtime {self.runtime} runs on the CPU; use --device cpu")
         for option, values in (("batch_sizes", self.batch_sizes), ("seq_lens", self.seq_lens)):
             if not values or any(v < 1 for v in values):

@@ -68,7 +68,7 @@ def probe_exported(path: str, threads: int, max_length: int, batch_size: int, se
     from kdcompress.runtime.predictor import Predictor
 
     import_seconds = time.perf_counter() - started
-    predictor = Predictor(path, threads=threads, backend=runtime or "auto", max_length=max_length)
+    predictor = Predictor(path, threads=threads, runtime=runtime or "auto", max_length=max_length, spinning=False)
     load_seconds = time.perf_counter() - started - import_seconds
     after_load = process.memory_info().rss
     predictor.predict([PROBE_TEXT])
@@ -91,15 +91,17 @@ def probe_exported(path: str, threads: int, max_length: int, batch_size: int, se
         "first_prediction_seconds": first_seconds,
         "probe_imports": "kdcompress.runtime.Predictor only",
         "heavy_modules_loaded": heavy,
-        "runtime": predictor.backend_name,
+        "runtime": predictor.runtime,
     }
 
 
 def probe(path: str, device: str, threads: int, max_length: int, batch_size: int, seq_len: int,
           runtime: str | None = None, spawned_at: float | None = None) -> dict:
     """Runs inside the fresh process: import, load, one forward pass, then report."""
+    from kdcompress.runtime.registry import exported_runtimes
+
     if device == "cpu" and (Path(path) / "config.json").is_file() and \
-            ((Path(path) / "model.onnx").is_file() or (Path(path) / "openvino_model.xml").is_file()):
+            any(row.owns(Path(path)) for row in exported_runtimes()):
         return probe_exported(path, threads, max_length, batch_size, seq_len, runtime, spawned_at)
     import psutil
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdcompress.bench.machine import cpu_summary
+from kdcompress.machine import cpu_summary
 from kdcompress.io import write_json_atomic
 
 JSON_NAME = "bench.json"

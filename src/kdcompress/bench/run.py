@@ -20,15 +20,16 @@ import numpy as np
 
 from kdcompress.bench import accuracy as acc
 from kdcompress.bench import memory as memory_probe
-from kdcompress.bench.config import BenchConfig
+from kdcompress.bench.config import ALL_RUNTIMES, BenchConfig
 from kdcompress.bench.latency import REAL, Cell, make_cells, make_workload, measure_cell, text_batches
-from kdcompress.bench.machine import machine_facts, physical_cores
+from kdcompress.machine import machine_facts, physical_cores
 from kdcompress.bench.report import REPORT_FILES, print_report, report_console, write_report
 from kdcompress.bench.runners import Runner, load_runner
 from kdcompress.data.tasks import Example, Task, fingerprint, get_task, resolve_languages
 from kdcompress.errors import KDCompressError
 from kdcompress.io import atomic_output_dir, check_writable_output
 from kdcompress.quiet import quiet_block
+from kdcompress.runtime.registry import ModelSpec, exported_runtimes
 from kdcompress.settings import build
 
 
@@ -128,57 +129,48 @@ def _resolve(cfg: BenchConfig, task: Task) -> BenchConfig:
         batch_sizes=list(dict.fromkeys(cfg.batch_sizes)), seq_lens=list(dict.fromkeys(cfg.seq_lens)))
 
 
-def runtime_of(name: str) -> str | None:
-    """The runtime a model row was expanded for (NAME@RUNTIME), else None: the directory's own."""
-    from kdcompress.bench.runners import RUNTIMES
-
-    base, sep, runtime = name.rpartition("@")
-    return runtime if sep and base and runtime in RUNTIMES else None
-
-
-def expand_runtimes(plan: BenchConfig) -> tuple[BenchConfig, list[str]]:
+def expand_runtimes(plan: BenchConfig) -> tuple[BenchConfig, dict[str, ModelSpec], list[str]]:
     """Every exported directory once per runtime asked for (--runtime) that can run it, named NAME@RUNTIME
     where it runs on several; PyTorch models, and exported ones that run on one runtime, keep their names.
-    Returns the plan with the models, baseline and timed models renamed, and notes for what was not run."""
-    from kdcompress.bench.runners import detect_format, openvino_can_run
+    Returns the plan with the models, baseline and timed models renamed, each row's typed spec (its folder and
+    runtime: the name is never parsed back), and notes for what was not run."""
+    from kdcompress.bench.runners import detect_runtime
 
+    owners = {name: detect_runtime(Path(path).expanduser()) for name, path in plan.models.items()}
     if plan.device != "cpu":
-        return plan, []
-    wanted = ["onnxruntime", "openvino"] if plan.runtime == "all" else [plan.runtime]
-    kinds = {name: detect_format(Path(path).expanduser()) for name, path in plan.models.items()}
-    if "openvino" in wanted or "openvino" in kinds.values():
-        from kdcompress.runtime.backends import import_openvino
-
-        import_openvino()  # a missing extra: one line naming the install command, before any work
+        return plan, {name: ModelSpec(path) for name, path in plan.models.items()}, []
+    wanted = [row for row in exported_runtimes() if plan.runtime in (row.name, ALL_RUNTIMES)]
+    for row in {*wanted, *(own for own in owners.values() if own.exported)}:
+        row.require()  # a missing extra: one line naming the install command, before any work
     models: dict[str, str] = {}
+    specs: dict[str, ModelSpec] = {}
     renamed: dict[str, list[str]] = {}
     notes = []
     for name, path in plan.models.items():
-        kind = kinds[name]
-        if kind == "pytorch":
-            models[name], renamed[name] = path, [name]
+        own = owners[name]
+        if not own.exported:
+            models[name], specs[name], renamed[name] = path, ModelSpec(path), [name]
             continue
         runtimes = []
-        for runtime in wanted:
-            if kind == "openvino" and runtime == "onnxruntime":
-                continue
-            why = openvino_can_run(Path(path).expanduser()) if runtime == "openvino" else None
-            if why:
-                notes.append(f"model {name} was not run on OpenVINO: {why}; export it with `kdcompress export-onnx "
-                             "--runtime openvino` for that")
-                continue
-            runtimes.append(runtime)
-        if not runtimes:  # an OpenVINO directory under --runtime onnxruntime, or an ORT-only graph under openvino
-            runtimes = ["openvino" if kind == "openvino" else "onnxruntime"]
+        for row in wanted:
+            why = row.why_not(Path(path).expanduser())
+            if why and row.model_file(Path(path).expanduser()) is not None:
+                notes.append(f"model {name} was not run on {row.title}: {why}; export it with `kdcompress "
+                             f"export-onnx --runtime {row.name}` for that")
+            if not why:
+                runtimes.append(row.name)
+        if not runtimes:  # e.g. an OpenVINO directory under --runtime onnxruntime: its own runtime
+            runtimes = [own.name]
         # A model that runs on one runtime keeps its name; one run on several gets a row per runtime.
         names = [name] if len(runtimes) == 1 else [f"{name}@{runtime}" for runtime in runtimes]
         renamed[name] = names
-        for new in names:
+        for new, runtime in zip(names, runtimes):
             if new in plan.models and new != name:
                 raise KDCompressError(f"model name {new!r} is taken; rename that --model")
-            models[new] = path
+            models[new], specs[new] = path, ModelSpec(path, runtime)
     timed = [new for name in plan.latency_models for new in renamed[name]]
-    return dataclasses.replace(plan, models=models, baseline=renamed[plan.baseline][0], latency_models=timed), notes
+    plan = dataclasses.replace(plan, models=models, baseline=renamed[plan.baseline][0], latency_models=timed)
+    return plan, specs, notes
 
 
 THROUGHPUT_BATCH = 32
@@ -231,31 +223,32 @@ def _probe_batch(plan: BenchConfig) -> tuple[int, int]:
 def _check_model_folders(models: Mapping[str, str]) -> None:
     """Cheap checks of every model folder, before any data or model loads: what it is (PyTorch or ONNX), a
     tokenizer that fits its vocabulary (without one every word would be [UNK]) and, for PyTorch, complete weights."""
-    from kdcompress.bench.runners import detect_format, read_config
+    from kdcompress.bench.runners import detect_runtime, read_config
     from kdcompress.model_check import check_model_dir_tokenizer, check_weights_readable
 
     for name, path in models.items():
         folder = Path(path).expanduser()
         try:
-            kind = detect_format(folder)
+            own = detect_runtime(folder)
             vocab_size = read_config(folder).get("vocab_size")
         except KDCompressError as exc:
             raise KDCompressError(f"model {name}: {exc}") from None
-        if kind == "pytorch":
+        if not own.exported:
             check_weights_readable(folder, what=f"model {name}")
         with quiet_block():
             check_model_dir_tokenizer(folder, vocab_size if isinstance(vocab_size, int) else None,
                                       what=f"model {name}")
 
 
-def _load_models(plan: BenchConfig, task: Task) -> tuple[dict[str, Runner], dict[str, np.ndarray]]:
+def _load_models(plan: BenchConfig, specs: Mapping[str, ModelSpec],
+                 task: Task) -> tuple[dict[str, Runner], dict[str, np.ndarray]]:
     """Load every model before measuring anything, so that a broken one fails in seconds."""
     runners: dict[str, Runner] = {}
     mappings = {}
-    for name, path in plan.models.items():
+    for name, spec in specs.items():
         try:
-            runners[name] = load_runner(path, plan.device, plan.threads, max_length=plan.max_length,
-                                        runtime=runtime_of(name))
+            runners[name] = load_runner(spec.path, plan.device, plan.threads, max_length=plan.max_length,
+                                        runtime=spec.runtime)
         except KDCompressError as exc:
             raise KDCompressError(f"model {name}: {exc}") from None
         mappings[name] = acc.label_mapping(runners[name].labels, task, model_name=name)
@@ -328,7 +321,7 @@ def _headline(latency: Sequence[dict], accuracy: Mapping[str, dict], head: dict)
     return headline
 
 
-def _measure(plan: BenchConfig, task: Task, examples: Mapping[str, list[Example]],
+def _measure(plan: BenchConfig, specs: Mapping[str, ModelSpec], task: Task, examples: Mapping[str, list[Example]],
              progress_console) -> tuple[dict, dict, list[dict]]:
     """Load every model, then memory, accuracy and latency: (model facts, accuracy, latency)."""
     import torch
@@ -336,7 +329,7 @@ def _measure(plan: BenchConfig, task: Task, examples: Mapping[str, list[Example]
     torch_threads_before = torch.get_num_threads()
     try:
         with quiet_block():  # our own progress bars say what is loading
-            runners, mappings = _load_models(plan, task)
+            runners, mappings = _load_models(plan, specs, task)
             model_info = {name: {**runner.describe(), "load_seconds": runner.load_seconds,
                                  "load_measured_in": "bench process"} for name, runner in runners.items()}
             with _progress(progress_console, plan.quiet) as progress:
@@ -387,14 +380,14 @@ def run_bench(config: BenchConfig | None = None, *, console=None, **overrides: A
     plan = _resolve(cfg, task)
     out = check_writable_output(plan.out, plan.overwrite, inputs=list(plan.models.values()))
     _check_model_folders(plan.models)
-    plan, runtime_notes = expand_runtimes(plan)
+    plan, specs, runtime_notes = expand_runtimes(plan)
     langs = [plan.source_lang, *plan.target_langs]
     examples = {lang: acc.sample_examples(task.load(plan.split, lang, data_dir=plan.data_dir), plan.limit)
                 for lang in langs}
     warnings = busy_machine_warnings(plan.threads) + runtime_notes
 
     # --- measure ---------------------------------------------------------------------------
-    model_info, accuracy, latency = _measure(plan, task, examples, Console(stderr=True))
+    model_info, accuracy, latency = _measure(plan, specs, task, examples, Console(stderr=True))
 
     # --- report ----------------------------------------------------------------------------
     settings = _settings_record(plan, task, "set by --threads" if cfg.threads else "physical cores")

@@ -19,33 +19,29 @@ import numpy as np
 from kdcompress.bench.config import DEVICES
 from kdcompress.errors import KDCompressError
 from kdcompress.errors import describe as describe_error  # not Runner.describe
-from kdcompress.runtime.backends import ort_session_options
+from kdcompress.model_config import input_length_limit, labels_from_config
+from kdcompress.runtime.backends import ort_session_options, read_json_dict
+from kdcompress.runtime.registry import EXPORT_REPORT, RUNTIMES, Runtime, exported_runtimes, get_runtime
 
 DEFAULT_MAX_LENGTH = 128
-WEIGHT_FILE_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
-ONNX_FILE_PATTERNS = ("*.onnx", "*.onnx.data", "*.onnx_data", "*.data")
-OPENVINO_FILE = "openvino_model.xml"
-OPENVINO_FILE_PATTERNS = ("openvino_model.xml", "openvino_model.bin")
-EXPORTED_FORMATS = ("onnx", "openvino")  # directories made by `kdcompress export-onnx`
-RUNTIMES = ("onnxruntime", "openvino")
-# RoBERTa-style position ids start after the padding index, so two positions are unusable.
-POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2}
+# The report's "format" of a directory each exported runtime writes (bench.json keeps these names).
+FORMATS = {"onnxruntime": "onnx"}
 
 
-def detect_format(path: Path) -> str:
-    """'onnx' or 'pytorch', from the files present; a clear error for anything else."""
+def detect_runtime(path: Path) -> Runtime:
+    """The runtime whose files `path` holds (an exported one first, else PyTorch); a clear error otherwise."""
     if not path.exists():
         raise KDCompressError(f"model path {path} does not exist; "
                               "pass --model NAME=PATH with a model or ONNX directory")
     if not path.is_dir():
         raise KDCompressError(f"model path {path} is a file; "
                               "pass the directory that holds it (with config.json and tokenizer files)")
-    if (path / "model.onnx").is_file():
-        return "onnx"
-    if (path / OPENVINO_FILE).is_file():
-        return "openvino"
-    if (path / "config.json").is_file() and any(any(path.glob(p)) for p in WEIGHT_FILE_PATTERNS):
-        return "pytorch"
+    for row in exported_runtimes():
+        if row.owns(path):
+            return row
+    pytorch = RUNTIMES["pytorch"]
+    if (path / "config.json").is_file() and any(any(path.glob(p)) for p in pytorch.size_files):
+        return pytorch
     raise KDCompressError(
         f"{path} is neither a model directory (config.json + model.safetensors) nor an ONNX directory "
         "(model.onnx, made by `kdcompress export-onnx`); point --model to one of those"
@@ -57,7 +53,7 @@ def files_size_bytes(path: Path, patterns: Sequence[str]) -> int:
     return sum(f.stat().st_size for f in files)
 
 
-def read_config(path: Path) -> dict:
+def read_config(path: Path) -> dict:  # a model folder's config.json, required
     try:
         return json.loads((path / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -66,31 +62,6 @@ def read_config(path: Path) -> dict:
     except json.JSONDecodeError as exc:
         raise KDCompressError(f"{path}/config.json is not valid JSON ({exc.msg}); "
                               "re-create the model directory") from None
-
-
-def labels_from_config(config: dict, path: Path) -> tuple[str, ...]:
-    id2label = config.get("id2label")
-    if not id2label:
-        raise KDCompressError(f"{path}/config.json has no id2label; "
-                              "the model must be a classifier fine-tuned for the task")
-    try:
-        by_index = {int(index): str(name) for index, name in id2label.items()}
-    except (TypeError, ValueError, AttributeError):
-        raise KDCompressError(f"{path}/config.json has a malformed id2label; "
-                              'expected {"0": "label", ...}') from None
-    if sorted(by_index) != list(range(len(by_index))):
-        raise KDCompressError(f"{path}/config.json id2label indices are not 0..{len(by_index) - 1}; fix the config")
-    return tuple(by_index[i] for i in range(len(by_index)))
-
-
-def usable_max_length(requested: int, config: dict, tokenizer: Any) -> int:
-    limits = [requested]
-    if config.get("max_position_embeddings"):
-        limits.append(int(config["max_position_embeddings"]) - POSITION_OFFSET.get(config.get("model_type"), 0))
-    tokenizer_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tokenizer_max, int) and 0 < tokenizer_max < 1_000_000:  # HF uses a huge sentinel for "unset"
-        limits.append(tokenizer_max)
-    return min(limits)
 
 
 def check_device(device: str) -> str:
@@ -109,10 +80,10 @@ class Runner(abc.ABC):
         self.device = device
         self.threads = threads
         self.config = read_config(path)
-        self.labels = labels_from_config(self.config, path)
+        self.labels = labels_from_config(self.config, path / "config.json")
         self.tokenizer = self._load_tokenizer()
         # max_positions bounds fixed-length latency cells; max_length (<= it) is the truncation length.
-        self.max_positions = usable_max_length(10**9, self.config, self.tokenizer)
+        self.max_positions = input_length_limit(self.config, getattr(self.tokenizer, "model_max_length", None))
         self.max_length = min(max_length, self.max_positions)
 
     def _load_tokenizer(self):
@@ -193,7 +164,7 @@ class TorchRunner(Runner):
         return logits.float().cpu().numpy()  # .cpu() also waits for the GPU, so timings are complete
 
     def size_bytes(self) -> int:
-        return files_size_bytes(self.path, WEIGHT_FILE_PATTERNS)
+        return files_size_bytes(self.path, RUNTIMES["pytorch"].size_files)
 
     def describe(self) -> dict:
         info = super().describe()
@@ -211,7 +182,7 @@ class OnnxRunner(Runner):
         super().__init__(path, device, threads, max_length)
         import onnxruntime as ort
 
-        self.export_info = self._read_export_info()
+        self.export_info = read_json_dict(path / EXPORT_REPORT)
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -233,15 +204,6 @@ class OnnxRunner(Runner):
         outputs = [o.name for o in self.session.get_outputs()]
         self._output = "logits" if "logits" in outputs else outputs[0]
 
-    def _read_export_info(self) -> dict:
-        path = self.path / "export.json"
-        if not path.is_file():
-            return {}
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            return {}
-
     def forward(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
         from kdcompress.deploy.onnx_feed import onnx_feed
 
@@ -256,7 +218,7 @@ class OnnxRunner(Runner):
         return np.asarray(logits, dtype=np.float32)
 
     def size_bytes(self) -> int:
-        return files_size_bytes(self.path, ONNX_FILE_PATTERNS)
+        return files_size_bytes(self.path, RUNTIMES["onnxruntime"].size_files)
 
     def describe(self) -> dict:
         info = super().describe()
@@ -293,10 +255,12 @@ class PredictorRunner(Runner):
                  runtime: str | None = None):
         from kdcompress.runtime.predictor import Predictor
 
-        self.export_info = _read_json(path / "export.json")
-        self.predictor = Predictor(path, threads=threads, backend=runtime or "auto", max_length=max_length)
-        self.runtime = self.predictor.backend_name
-        self.format = "onnx" if self.runtime == "onnxruntime" else "openvino"
+        self.export_info = read_json_dict(path / EXPORT_REPORT)
+        # No busy-waiting between runs, as for OnnxRunner: every timed runtime under the same session settings.
+        self.predictor = Predictor(path, threads=threads, runtime=runtime or "auto", max_length=max_length,
+                                   spinning=False)
+        self.runtime = self.predictor.runtime
+        self.format = FORMATS.get(self.runtime, self.runtime)
         self._fixed: dict[int, Any] = {}
         super().__init__(path, device, threads, max_length)
 
@@ -322,9 +286,9 @@ class PredictorRunner(Runner):
         return np.asarray(self.predictor.backend.run(self.predictor._feed(encoded)), dtype=np.float32)
 
     def size_bytes(self) -> int:
-        return files_size_bytes(self.path, ONNX_FILE_PATTERNS if self.runtime == "onnxruntime" and
-                                (self.path / "model.onnx").is_file() else
-                                OPENVINO_FILE_PATTERNS if (self.path / OPENVINO_FILE).is_file() else ONNX_FILE_PATTERNS)
+        # The files the runtime loaded: its own export's, else those of the runtime whose export it reads.
+        row = get_runtime(self.runtime)
+        return files_size_bytes(self.path, (row if row.owns(self.path) else detect_runtime(self.path)).size_files)
 
     def describe(self) -> dict:
         info = super().describe()
@@ -345,53 +309,31 @@ class PredictorRunner(Runner):
         return info
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def openvino_can_run(path: Path) -> str | None:
-    """None when OpenVINO can run the exported directory `path`, else why not (one clause)."""
-    if (path / OPENVINO_FILE).is_file():
-        return None
-    info = _read_json(path / "export.json")
-    optimize = info.get("optimize")
-    if isinstance(optimize, dict) and optimize.get("enabled"):
-        return "its graph is fused with ONNX Runtime's own operators (--optimize)"
-    quantization = info.get("quantization")
-    if info.get("precision") == "int8" and isinstance(quantization, dict) and quantization.get("mode") == "dynamic":
-        return "ONNX Runtime's dynamic int8 operators (MatMulInteger) are not OpenVINO's"
-    return None
-
-
 def load_runner(path: str | Path, device: str = "cpu", threads: int = 1, *,
                 max_length: int = DEFAULT_MAX_LENGTH, runtime: str | None = None) -> Runner:
-    """Load a PyTorch model directory or an exported (ONNX or OpenVINO) directory behind one interface.
+    """Load a PyTorch model directory or an exported directory behind one interface.
 
     `threads` is the intra-op thread count (ONNX Runtime per session; PyTorch process-wide).
     Exported directories on the CPU run through `kdcompress.runtime.Predictor` on `runtime`
-    (onnxruntime or openvino; None: the directory's own); on CUDA, ONNX Runtime's CUDA provider.
+    (a name of the runtime registry; None: the directory's own); on CUDA, ONNX Runtime's CUDA provider.
     The load time is kept on the runner as `load_seconds`.
     """
     path = Path(path).expanduser()
     check_device(device)
-    kind = detect_format(path)
-    if runtime is not None and runtime not in RUNTIMES:
-        raise KDCompressError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
-    if kind == "pytorch" and runtime is not None:
+    own = detect_runtime(path)
+    row = own if runtime is None else get_runtime(runtime)
+    if not own.exported and runtime is not None:
         raise KDCompressError(f"{path} is a PyTorch model directory; runtimes apply to exported directories only")
-    if kind == "openvino" and runtime == "onnxruntime":
-        raise KDCompressError(f"{path} holds an OpenVINO model; run it on openvino")
-    if kind == "openvino" and device != "cpu":
-        raise KDCompressError(f"{path} holds an OpenVINO model, which kdcompress runs on the CPU; use --device cpu")
-    if runtime == "openvino" and openvino_can_run(path):
-        raise KDCompressError(f"OpenVINO cannot run {path}: {openvino_can_run(path)}; export it with "
-                              "`kdcompress export-onnx --runtime openvino`")
+    if own.exported and not row.exported:
+        raise KDCompressError(f"{path} is an exported directory; run it on "
+                              f"{' or '.join(r.name for r in exported_runtimes())}")
+    if own.exported and row.why_not(path):
+        raise KDCompressError(f"{row.title} cannot run {path}: {row.why_not(path)}; export it with "
+                              f"`kdcompress export-onnx --runtime {row.name}`")
+    if device not in row.devices:
+        raise KDCompressError(f"{path} holds an {row.model_kind} model, which kdcompress runs on the CPU; use --device cpu")
     started = time.perf_counter()
-    if kind == "pytorch":
+    if not own.exported:
         runner: Runner = TorchRunner(path, device, threads, max_length)
     elif device == "cuda":
         runner = OnnxRunner(path, device, threads, max_length)

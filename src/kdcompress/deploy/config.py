@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdcompress.errors import KDCompressError
+from kdcompress.runtime.registry import exported_runtimes, get_runtime
 from kdcompress.settings import Settings, setting
 
 QUANTIZE_MODES = ("none", "dynamic", "static")
-RUNTIMES = ("onnxruntime", "openvino")
 DEFAULT_OPSET = 17  # first opset with a LayerNormalization op; ORT >= 1.14 and Optimum's fusions handle it
 
 
@@ -66,17 +66,22 @@ class ExportConfig(Settings):
         if self.quantize not in QUANTIZE_MODES:
             raise KDCompressError(f"unknown --quantize {self.quantize!r}; choose from {', '.join(QUANTIZE_MODES)}")
         self.runtime = self.runtime.strip().lower()
-        if self.runtime not in RUNTIMES:
-            raise KDCompressError(f"unknown --runtime {self.runtime!r}; choose from {', '.join(RUNTIMES)}")
-        if self.runtime == "openvino" and self.quantize == "dynamic":
-            raise KDCompressError("--quantize dynamic is ONNX Runtime's int8; OpenVINO's int8 (NNCF) is static: "
-                                  "use --runtime openvino --quantize static, or --runtime onnxruntime")
-        if self.runtime == "openvino" and self.optimize:
-            raise KDCompressError("--optimize writes ONNX Runtime's fused operators, which OpenVINO cannot read "
-                                  "(OpenVINO fuses the graph itself); drop --optimize with --runtime openvino")
+        names = [row.name for row in exported_runtimes() if row.export_step]
+        if self.runtime not in names:
+            raise KDCompressError(f"unknown --runtime {self.runtime!r}; choose from {', '.join(names)}")
+        row = get_runtime(self.runtime)
+        if self.quantize not in row.quantize_modes:
+            others = [r.name for r in exported_runtimes() if self.quantize in r.quantize_modes]
+            raise KDCompressError(f"--quantize {self.quantize} is not {row.title}'s int8 (it writes "
+                                  f"{', '.join(m for m in row.quantize_modes if m != 'none') or 'fp32 only'}): "
+                                  f"use --runtime {self.runtime} --quantize {row.quantize_modes[-1]}, or --runtime "
+                                  f"{' or '.join(others)}")
+        if self.optimize and not row.can_fuse:
+            raise KDCompressError(f"--optimize writes ONNX Runtime's fused operators, which {row.title} cannot read "
+                                  f"({row.title} fuses the graph itself); drop --optimize with --runtime {self.runtime}")
         if self.accuracy_goal is not None and self.quantize == "none":
-            # an accuracy goal only means something for int8
-            self.quantize = "static" if self.runtime == "openvino" else "dynamic"
+            # an accuracy goal only means something for int8: the runtime's first int8 mode
+            self.quantize = next((m for m in row.quantize_modes if m != "none"), "none")
         if not 0 <= self.min_agreement <= 1:
             raise KDCompressError(f"--min-agreement {self.min_agreement} must be a share in [0, 1], e.g. 0.97")
         if self.calibration_data is not None and self.quantize != "static":

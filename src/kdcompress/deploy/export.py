@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdcompress.bench.machine import library_versions
 from kdcompress.deploy import checks
 from kdcompress.deploy.check_data import check_inputs_readable, choose_check_data
 from kdcompress.deploy.checks import CheckSet, Parity, brief, require_fp32_parity
@@ -41,7 +40,9 @@ from kdcompress.deploy.traced import logits_module
 from kdcompress.errors import KDCompressError, describe
 from kdcompress.io import atomic_output_dir, check_writable_output, match_umask, write_json_atomic
 from kdcompress.locks import temp_prefix
+from kdcompress.machine import library_versions
 from kdcompress.quiet import quiet_block
+from kdcompress.runtime.registry import get_runtime
 from kdcompress.settings import build
 
 MODEL_FILE = "model.onnx"
@@ -86,10 +87,9 @@ def export_onnx(config: ExportConfig | None = None, **overrides: Any) -> ExportR
         raise KDCompressError(f"export_onnx takes an ExportConfig or keyword settings, not {config!r}; "
                               "call export_onnx(model_dir=..., out=..., ...)")
     config = build(ExportConfig, config, overrides)
-    if config.runtime == "openvino":  # a missing extra is one line, before any work
-        from kdcompress.deploy.openvino_step import require_libraries
-
-        require_libraries(config.quantize)
+    runtime = get_runtime(config.runtime)
+    if runtime.export_requires:  # a missing extra is one line, before any work
+        runtime.resolve("export_requires")(config)
     # Every input is checked before any work or output: OUT, the model folder (tokenizer, weights), the data.
     out = check_writable_output(config.out, config.overwrite, inputs=[config.model_dir])
     inspected = inspect_model_dir(config.model_dir)
@@ -147,9 +147,14 @@ def _export(run: ExportRun, staging: Path) -> None:
     with ui.stage("check_fp32", "check the fp32 graph against PyTorch"):
         fp32_check = parity.compare(fp32_path)
     require_fp32_parity(fp32_check, "exported fp32 graph")
-    if config.runtime == "openvino":
-        _export_openvino(run, staging, parity, check, fp32_path, fp32_check)
-        return
+    # The runtime's own step turns the checked fp32 graph into what OUT holds (runtime/registry.py).
+    get_runtime(config.runtime).resolve("export_step")(run, staging, parity, check, fp32_path, fp32_check)
+
+
+def export_onnxruntime_step(run: ExportRun, staging: Path, parity: Parity, check: CheckSet, fp32_path: Path,
+                            fp32_check: dict) -> None:
+    """--runtime onnxruntime: the checked fp32 graph, optionally fused and int8, checked per language, saved."""
+    config, ui = run.config, run.ui
     current, final_check = fp32_path, fp32_check
     run.report["optimize"] = {"enabled": config.optimize}
     if config.optimize:
@@ -180,8 +185,8 @@ def _last_layer_choice(run: ExportRun) -> dict[str, str]:
     return {"graph": "cls_only", "reason": "a sequence classifier reads position 0 of the last layer only"}
 
 
-def _export_openvino(run: ExportRun, staging: Path, parity: Parity, check: CheckSet, fp32_path: Path,
-                     fp32_check: dict) -> None:
+def export_openvino_step(run: ExportRun, staging: Path, parity: Parity, check: CheckSet, fp32_path: Path,
+                        fp32_check: dict) -> None:
     """--runtime openvino: the checked fp32 graph converted (and NNCF int8), checked per language, saved."""
     from kdcompress.deploy import openvino_step
 
@@ -198,14 +203,8 @@ def _export_openvino(run: ExportRun, staging: Path, parity: Parity, check: Check
                     "final_inference_precision": result.inference_precision}
     with run.ui.stage("write", f"write {config.out}"):
         model_path = openvino_step.save_model(result.model, staging)
-        run.report["openvino"]["version"] = _openvino_version()
+        run.report["openvino"]["version"] = str(get_runtime("openvino").require().get_version())
         _write(run, staging, model_path, fp32_path, check_report, op_counts=openvino_step.op_counts(result.model))
-
-
-def _openvino_version() -> str:
-    from kdcompress.runtime.backends import import_openvino
-
-    return str(import_openvino().get_version())
 
 
 def _check_set(run: ExportRun) -> CheckSet:

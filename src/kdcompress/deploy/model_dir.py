@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kdcompress.errors import KDCompressError, describe
+from kdcompress.model_config import input_length_limit
 from kdcompress.model_check import check_model_dir_tokenizer, check_weights_readable
 from kdcompress.quiet import quiet_block
 
@@ -40,11 +41,7 @@ class SourceModel:
 
     @property
     def max_length(self) -> int:
-        limit = int(getattr(self.config, "max_position_embeddings", 512) or 512)
-        if self.config.model_type in ("roberta", "xlm-roberta", "camembert"):
-            limit -= int(self.config.pad_token_id or 1) + 1  # positions start after the padding index
-        tokenizer_limit = int(getattr(self.tokenizer, "model_max_length", limit) or limit)
-        return max(8, min(limit, tokenizer_limit if tokenizer_limit < 100_000 else limit, 512))
+        return max(8, input_length_limit(self.config, getattr(self.tokenizer, "model_max_length", None), cap=512))
 
     def encode(self, examples: Sequence[Any], *, max_length: int | None = None) -> dict[str, np.ndarray]:
         texts = [ex.text for ex in examples]

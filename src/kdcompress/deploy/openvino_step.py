@@ -24,19 +24,19 @@ from kdcompress.deploy.context import ExportRun
 from kdcompress.deploy.int8_control import GateData, Ladder, Rung, judge, sensitive_base, shortfall
 from kdcompress.deploy.int8_step import gate_data, load_calibration, ort_logits, show_attempt
 from kdcompress.errors import KDCompressError
-from kdcompress.runtime.backends import OPENVINO_FILE
+from kdcompress.runtime.registry import get_runtime
 
 # OpenVINO's CPU kernels sum in another order than ONNX Runtime's: fp32 logits differ by ~1e-6..1e-5.
 OV_FP32_TOLERANCE = 10 * FP32_TOLERANCE
 EMBEDDING_TYPES = ("Gather",)
 
 
-def require_libraries(quantize: str) -> None:
+def require_libraries(config: Any) -> None:
     """Fail before any work when the openvino extra is missing (NNCF only matters for int8)."""
     from kdcompress.runtime.backends import import_openvino
 
     import_openvino()
-    if quantize != "none":
+    if config.quantize != "none":
         ovx.import_nncf()
 
 
@@ -244,7 +244,7 @@ def _inference_precision(run: ExportRun, model: Any, gate: GateData | None,
 def save_model(model: Any, staging: Path) -> Path:
     from kdcompress.runtime.backends import import_openvino
 
-    path = staging / OPENVINO_FILE
+    path = staging / get_runtime("openvino").files[0]
     import_openvino().save_model(model, str(path), compress_to_fp16=False)
     return path
 

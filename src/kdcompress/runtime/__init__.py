@@ -15,7 +15,11 @@ from kdcompress.lazy import lazy_attributes
 _API = {
     "Predictor": "kdcompress.runtime.predictor",
     "Prediction": "kdcompress.runtime.predictor",
-    "BACKENDS": "kdcompress.runtime.backends",
+    "RUNTIMES": "kdcompress.runtime.registry",
+    "Runtime": "kdcompress.runtime.registry",
+    "get_runtime": "kdcompress.runtime.registry",
+    "available_runtimes": "kdcompress.runtime.registry",
+    "register_runtime": "kdcompress.runtime.registry",
     "import_openvino": "kdcompress.runtime.backends",
     "InputRow": "kdcompress.runtime.inputs",
     "BadRow": "kdcompress.runtime.inputs",

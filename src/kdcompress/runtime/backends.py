@@ -1,12 +1,12 @@
-"""The two inference runtimes behind one small interface: `input_names` and `run(feed) -> logits`.
+"""The serving backends of the registry's runtimes behind one small interface: `input_names` and
+`run(feed) -> logits`, each built as `Backend(path, threads=, precision=, cache_dir=, spinning=)`.
 
 ONNX Runtime runs `model.onnx`; OpenVINO runs `openvino_model.xml` (or reads `model.onnx` itself).
-Which one a directory gets is decided from what it holds, unless the caller names one.
+Which one a directory gets is decided from what it holds (runtime/registry.py), unless the caller names one.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from pathlib import Path
@@ -15,53 +15,69 @@ from typing import Any, Mapping
 import numpy as np
 
 from kdcompress.errors import KDCompressError, describe
+from kdcompress.runtime.registry import EXPORT_REPORT, RUNTIMES, Runtime, exported_runtimes, get_runtime, runtime_of_dir
 
-ONNX_FILE = "model.onnx"
-OPENVINO_FILE = "openvino_model.xml"
-EXPORT_REPORT = "export.json"
-BACKENDS = ("auto", "onnxruntime", "openvino")
-OV_PRECISIONS = ("f32", "bf16")
-OPENVINO_INSTALL = "pip install 'kdcompress[openvino]'"
+AUTO = "auto"  # pick the runtime from the files in the directory
 
 
 def import_openvino() -> Any:
     """The `openvino` module, or one line naming the install command."""
+    return get_runtime("openvino").require()
+
+
+def runtime_choices() -> tuple[str, ...]:
+    """What --runtime takes for an exported directory: auto, or a runtime that serves one."""
+    return (AUTO, *(row.name for row in exported_runtimes()))
+
+
+def pick_model_file(model_dir: Path, runtime: str) -> tuple[Runtime, Path]:
+    """(runtime row, model file) for `runtime` (a registry name or auto), from what `model_dir` holds."""
+    if runtime != AUTO and (runtime not in RUNTIMES or not RUNTIMES[runtime].exported):
+        raise KDCompressError(f"unknown runtime {runtime!r}; choose from {', '.join(runtime_choices())}")
+    own = runtime_of_dir(model_dir)  # no model file at all: one line naming the files looked for
+    row = own if runtime == AUTO else RUNTIMES[runtime]
+    path = row.model_file(model_dir)
+    if path is None:
+        raise KDCompressError(f"{model_dir} holds an {own.model_kind} model, not {' or '.join(row.files)}; use "
+                              f"runtime '{own.name}' (or '{AUTO}')")
+    return row, path
+
+
+def recorded_precision(model_dir: Path, precisions: tuple[str, ...]) -> str | None:
+    """The inference precision the export recorded (export.json: openvino.inference_precision)."""
+    report = read_json_dict(model_dir / EXPORT_REPORT)
+    value = (report.get("openvino") or {}).get("inference_precision")
+    return value if value in precisions else None
+
+
+def read_json_dict(path: Path) -> dict:
+    """A JSON object file, or {} when it is missing, unreadable or not an object (optional metadata)."""
     try:
-        return importlib.import_module("openvino")
-    except ImportError:
-        raise KDCompressError(f"the OpenVINO runtime is not installed; run {OPENVINO_INSTALL}") from None
-
-
-def pick_model_file(model_dir: Path, backend: str) -> tuple[str, Path]:
-    """(backend, model file) for `backend` in BACKENDS, from what `model_dir` holds."""
-    if backend not in BACKENDS:
-        raise KDCompressError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    onnx_file, ov_file = model_dir / ONNX_FILE, model_dir / OPENVINO_FILE
-    if not onnx_file.is_file() and not ov_file.is_file():
-        raise KDCompressError(f"{model_dir} holds neither {ONNX_FILE} nor {OPENVINO_FILE}; pass a directory "
-                              "made by `kdcompress export-onnx`")
-    if backend == "onnxruntime" and not onnx_file.is_file():
-        raise KDCompressError(f"{model_dir} holds an OpenVINO model, not {ONNX_FILE}; use backend 'openvino' "
-                              "(or 'auto')")
-    if backend == "openvino" or (backend == "auto" and not onnx_file.is_file()):
-        return "openvino", ov_file if ov_file.is_file() else onnx_file
-    return "onnxruntime", onnx_file
-
-
-def recorded_precision(model_dir: Path) -> str | None:
-    """The OpenVINO inference precision the export recorded (export.json: openvino.inference_precision)."""
-    try:
-        report = json.loads((model_dir / EXPORT_REPORT).read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def openvino_cannot_run(path: Path) -> str | None:
+    """None when OpenVINO can run the exported directory `path`, else why not (one clause)."""
+    if RUNTIMES["openvino"].owns(path):
         return None
-    value = (report.get("openvino") or {}).get("inference_precision") if isinstance(report, dict) else None
-    return value if value in OV_PRECISIONS else None
+    info = read_json_dict(path / EXPORT_REPORT)
+    optimize = info.get("optimize")
+    if isinstance(optimize, dict) and optimize.get("enabled"):
+        return "its graph is fused with ONNX Runtime's own operators (--optimize)"
+    quantization = info.get("quantization")
+    if info.get("precision") == "int8" and isinstance(quantization, dict) and quantization.get("mode") == "dynamic":
+        return "ONNX Runtime's dynamic int8 operators (MatMulInteger) are not OpenVINO's"
+    return None
 
 
 def ort_session_options(threads: int | None, *, spinning: bool = True):
     """ONNX Runtime options for one request at a time: `threads` intra-op threads (None: ORT's default, the
     physical cores), one operator at a time, every graph optimisation, quiet logs. `spinning=False` stops idle
-    threads busy-waiting, which benchmarks need on shared cores so that engines timed in turn do not starve."""
+    threads busy-waiting, which benchmarks need on shared cores so that engines timed in turn do not starve:
+    bench runs every timed runtime with it (Predictor(..., spinning=False))."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -78,12 +94,10 @@ def ort_session_options(threads: int | None, *, spinning: bool = True):
 class OrtBackend:
     name = "onnxruntime"
 
-    def __init__(self, path: Path, *, threads: int | None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise KDCompressError("onnxruntime is not installed; run pip install onnxruntime") from None
-        options = ort_session_options(threads)
+    def __init__(self, path: Path, *, threads: int | None, precision: str | None = None,
+                 cache_dir: Path | None = None, spinning: bool = True):
+        ort = get_runtime(self.name).require()
+        options = ort_session_options(threads, spinning=spinning)  # ONNX Runtime has no precision or cache
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - corrupt or truncated file
@@ -101,8 +115,9 @@ class OrtBackend:
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, path: Path, *, threads: int | None, precision: str, cache_dir: Path | None = None):
-        ov = import_openvino()
+    def __init__(self, path: Path, *, threads: int | None, precision: str, cache_dir: Path | None = None,
+                 spinning: bool = True):
+        ov = import_openvino()  # OpenVINO's CPU threads wait without spinning by default
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -140,16 +155,17 @@ def _writable_dir(path: Path) -> Path:
     return path
 
 
-def open_backend(model_dir: Path, backend: str = "auto", *, threads: int | None = None,
-                 precision: str | None = None, cache_dir: str | os.PathLike | None = None) -> OrtBackend | OpenVinoBackend:
-    """Load `model_dir`'s model on `backend`; `precision` (f32/bf16) is OpenVINO's inference precision and
-    `cache_dir` its compiled-model cache (ONNX Runtime has none: it ignores it)."""
+def open_backend(model_dir: Path, runtime: str = AUTO, *, threads: int | None = None,
+                 precision: str | None = None, cache_dir: str | os.PathLike | None = None, spinning: bool = True):
+    """Load `model_dir`'s model on `runtime` (a registry name or auto); `precision` is the runtime's inference
+    precision (OpenVINO: f32/bf16) and `cache_dir` its compiled-model cache (runtimes without one ignore it)."""
     if threads is not None and threads < 1:
         raise KDCompressError(f"threads must be at least 1, not {threads}")
-    if precision is not None and precision not in OV_PRECISIONS:
-        raise KDCompressError(f"unknown OpenVINO precision {precision!r}; choose from {', '.join(OV_PRECISIONS)}")
-    chosen, path = pick_model_file(model_dir, backend)
-    if chosen == "onnxruntime":
-        return OrtBackend(path, threads=threads)
-    return OpenVinoBackend(path, threads=threads, precision=precision or recorded_precision(model_dir) or "f32",
-                           cache_dir=Path(cache_dir) if cache_dir else None)
+    row, path = pick_model_file(model_dir, runtime)
+    if row.precisions:  # runtimes without a precision choice ignore it
+        if precision is not None and precision not in row.precisions:
+            raise KDCompressError(f"unknown {row.title} precision {precision!r}; choose from {', '.join(row.precisions)}")
+        precision = precision or recorded_precision(model_dir, row.precisions) or row.precisions[0]
+    backend = row.resolve("backend")
+    return backend(path, threads=threads, precision=precision, cache_dir=Path(cache_dir) if cache_dir else None,
+                   spinning=spinning)

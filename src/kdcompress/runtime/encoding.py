@@ -19,9 +19,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from kdcompress.errors import KDCompressError, describe
+from kdcompress.model_config import input_length_limit, labels_from_config  # noqa: F401 - the predictor's
 
 TOKENIZER_FILE = "tokenizer.json"
-_XLMR_TYPES = ("roberta", "xlm-roberta", "camembert")  # positions start after the padding index
 
 
 def read_json_file(path: Path, what: str) -> dict:
@@ -45,13 +45,7 @@ def _token_text(value: Any) -> str | None:
 
 def model_max_length(config: dict, tokenizer_config: dict) -> int:
     """The longest input the model takes: what `kdcompress export-onnx` checks with (at most 512)."""
-    limit = int(config.get("max_position_embeddings") or 512)
-    if config.get("model_type") in _XLMR_TYPES:
-        limit -= int(config.get("pad_token_id") or 1) + 1
-    tokenizer_limit = tokenizer_config.get("model_max_length")
-    if isinstance(tokenizer_limit, (int, float)) and tokenizer_limit < 100_000:
-        limit = min(limit, int(tokenizer_limit))
-    return max(8, min(limit, 512))
+    return max(8, input_length_limit(config, tokenizer_config.get("model_max_length"), cap=512))
 
 
 def _load_tokenizer(model_dir: Path) -> Any:

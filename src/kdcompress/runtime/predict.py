@@ -20,7 +20,8 @@ from typing import IO, Any, Iterable, Iterator
 from kdcompress.io import match_umask
 from kdcompress.locks import output_lock, temp_prefix
 from kdcompress.errors import KDCompressError
-from kdcompress.runtime.backends import BACKENDS, OV_PRECISIONS
+from kdcompress.runtime.backends import runtime_choices
+from kdcompress.runtime.registry import RUNTIMES
 from kdcompress.runtime.inputs import FORMATS, BadRow, InputRow, input_format, open_input, read_inputs
 from kdcompress.settings import Settings, build, setting
 
@@ -38,7 +39,8 @@ class PredictConfig(Settings):
                        "or - for stdout; must not exist (see --overwrite).", cli=False)
     input_format: str = setting("auto", help="auto | txt | tsv | jsonl (auto: from the suffix; for stdin, "
                                 "from the first line).")
-    backend: str = setting("auto", help="auto | onnxruntime | openvino (auto: from the files in the directory).")
+    runtime: str = setting("auto", help="auto | onnxruntime | openvino, or any runtime registered in "
+                           "kdcompress.runtime.registry (auto: from the files in the directory).")
     threads: int | None = setting(None, help="Inference threads (default: the runtime's, all physical cores).")
     batch_size: int = setting(32, help="Texts per inference call; texts are sorted by length into batches.")
     max_length: int | None = setting(None, help="Truncate inputs to this many tokens (default: the model's limit).")
@@ -58,12 +60,13 @@ class PredictConfig(Settings):
             raise KDCompressError("no output file: pass --out FILE.jsonl (or - for stdout)")
         if self.input != "-" and self.out != "-" and Path(self.input).resolve() == Path(self.out).resolve():
             raise KDCompressError(f"--out {self.out} is the input file; choose another --out")
-        for name, allowed in (("backend", BACKENDS), ("input_format", FORMATS)):
+        for name, allowed in (("runtime", runtime_choices()), ("input_format", FORMATS)):
             if getattr(self, name) not in allowed:
                 raise KDCompressError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not one of "
                                       f"{', '.join(allowed)}")
-        if self.precision is not None and self.precision not in OV_PRECISIONS:
-            raise KDCompressError(f"--precision {self.precision!r} is not one of {', '.join(OV_PRECISIONS)}")
+        precisions = list(dict.fromkeys(p for row in RUNTIMES.values() for p in row.precisions))
+        if self.precision is not None and self.precision not in precisions:
+            raise KDCompressError(f"--precision {self.precision!r} is not one of {', '.join(precisions)}")
         for name in ("batch_size", "chunk_size", "threads", "max_length"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -187,10 +190,10 @@ def predict_file(config: PredictConfig | None = None, *, console: Any = None, **
     if cfg.out != "-" and Path(cfg.out).exists() and not cfg.overwrite:
         raise KDCompressError(f"output file {cfg.out} already exists; choose another --out or pass --overwrite")
     start = time.perf_counter()
-    predictor = Predictor(cfg.model_dir, threads=cfg.threads, backend=cfg.backend, batch_size=cfg.batch_size,
+    predictor = Predictor(cfg.model_dir, threads=cfg.threads, runtime=cfg.runtime, batch_size=cfg.batch_size,
                           max_length=cfg.max_length, precision=cfg.precision, cache_dir=cfg.cache_dir)
     rows = read_inputs(cfg.input, fmt=cfg.input_format)
-    result = PredictResult(cfg.out, predictor.backend_name, 0, load_seconds=time.perf_counter() - start)
+    result = PredictResult(cfg.out, predictor.runtime, 0, load_seconds=time.perf_counter() - start)
     columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("lines"), TimeRemainingColumn())
     with atomic_text_file(cfg.out, overwrite=cfg.overwrite) as stream, \
             Progress(*columns, console=console, disable=not cfg.progress, transient=True) as bar:

@@ -13,7 +13,7 @@ import numpy as np
 
 from kdcompress.errors import KDCompressError
 from kdcompress.runtime.backends import open_backend, pick_model_file
-from kdcompress.runtime.encoding import Encoder, read_json_file
+from kdcompress.runtime.encoding import Encoder, labels_from_config, read_json_file
 
 
 @dataclass(frozen=True)
@@ -24,19 +24,6 @@ class Prediction:
 
     def to_json(self) -> dict:
         return {"label": self.label, "score": self.score, "probabilities": self.probabilities}
-
-
-def _labels(config: dict, model_dir: Path) -> list[str]:
-    id2label = config.get("id2label")
-    if not isinstance(id2label, dict) or not id2label:
-        raise KDCompressError(f"{model_dir}/config.json has no id2label; re-export a sequence classifier")
-    try:
-        by_index = {int(k): str(v) for k, v in id2label.items()}
-    except ValueError:
-        raise KDCompressError(f"{model_dir}/config.json has non-numeric id2label keys; re-save the model") from None
-    if sorted(by_index) != list(range(len(by_index))):
-        raise KDCompressError(f"{model_dir}/config.json's id2label skips indices; re-save the model")
-    return [by_index[i] for i in range(len(by_index))]
 
 
 def _check_texts(texts: Sequence[str], text_pairs: Sequence[str | None] | None) -> None:
@@ -56,32 +43,32 @@ def _check_texts(texts: Sequence[str], text_pairs: Sequence[str | None] | None) 
 class Predictor:
     """Run an exported directory (`kdcompress export-onnx`) on ONNX Runtime or OpenVINO.
 
-    backend: "auto" (model.onnx -> onnxruntime, openvino_model.xml -> openvino), "onnxruntime" or
-    "openvino" (which reads model.onnx too). threads: the runtime's intra-op threads (None: its
+    runtime: "auto" (model.onnx -> onnxruntime, openvino_model.xml -> openvino), or a runtime of the registry
+    (runtime/registry.py; openvino reads model.onnx too). threads: the runtime's intra-op threads (None: its
     default). Texts are sorted by token length into batches of `batch_size` (set `sort_by_length`
     False to batch in arrival order); results come back in input order. `precision` is OpenVINO's
     inference precision, f32 or bf16 (default: what the export recorded, else f32). `cache_dir`: a folder
     where OpenVINO keeps the compiled model, so that later processes skip compiling it (cold start);
-    ONNX Runtime ignores it.
+    ONNX Runtime ignores it. `spinning=False` stops idle threads busy-waiting (what bench times with).
     """
 
-    def __init__(self, model_dir: str | os.PathLike, *, threads: int | None = None, backend: str = "auto",
+    def __init__(self, model_dir: str | os.PathLike, *, threads: int | None = None, runtime: str = "auto",
                  batch_size: int = 32, max_length: int | None = None, precision: str | None = None,
-                 sort_by_length: bool = True, cache_dir: str | os.PathLike | None = None):
+                 sort_by_length: bool = True, cache_dir: str | os.PathLike | None = None, spinning: bool = True):
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise KDCompressError(f"model directory {self.model_dir} does not exist; pass a directory made by "
                                   "`kdcompress export-onnx`")
         if batch_size < 1:
             raise KDCompressError(f"batch_size must be at least 1, not {batch_size}")
-        chosen, _ = pick_model_file(self.model_dir, backend)  # no model file, or the wrong one: say so first
+        chosen, _ = pick_model_file(self.model_dir, runtime)  # no model file, or the wrong one: say so first
         config = read_json_file(self.model_dir / "config.json", "model config")
-        self.labels = _labels(config, self.model_dir)
+        self.labels = list(labels_from_config(config, self.model_dir / "config.json"))
         self.multi_label = config.get("problem_type") == "multi_label_classification"
         load_encoder = partial(Encoder.from_dir, self.model_dir, config, max_length=max_length)
-        load_backend = partial(open_backend, self.model_dir, backend, threads=threads, precision=precision,
-                               cache_dir=cache_dir)
-        if chosen != "openvino":
+        load_backend = partial(open_backend, self.model_dir, chosen.name, threads=threads, precision=precision,
+                               cache_dir=cache_dir, spinning=spinning)
+        if chosen.name != "openvino":
             # ONNX Runtime holds the GIL while it builds a session: a thread would overlap nothing and only
             # add both loads' transient memory together (+24 MB peak, benchmarks/README.md).
             self.encoder = load_encoder()
@@ -99,7 +86,7 @@ class Predictor:
         self.sort_by_length = sort_by_length
 
     @property
-    def backend_name(self) -> str:
+    def runtime(self) -> str:
         return self.backend.name
 
     def _feed(self, encoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from rich.console import Console
 from safetensors import safe_open
 
 import kdcompress
-from kdcompress.bench.machine import library_versions, physical_cores
+from kdcompress.machine import library_versions, physical_cores
 from kdcompress.errors import KDCompressError
 from kdcompress.io import write_json_atomic
 from kdcompress.quiet import quiet_libraries
