@@ -278,22 +278,21 @@ def test_predict_config_checks_its_settings():
 
 # --- OpenVINO -----------------------------------------------------------------------------------
 
-def test_missing_openvino_names_the_extra(onnx_dir, tmp_path, monkeypatch):
+def test_missing_openvino_names_the_extra(onnx_dir, tiny_classifier_dir, tmp_path, monkeypatch):
+    from kdcompress import export_onnx
     from kdcompress.runtime import Predictor
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
     with pytest.raises(KDCompressError, match=r"pip install 'kdcompress\[openvino\]'") as info:
         Predictor(onnx_dir, runtime="openvino")
     assert "\n" not in str(info.value)
-    from kdcompress.deploy.openvino import export_openvino
-
     with pytest.raises(KDCompressError, match=r"pip install 'kdcompress\[openvino\]'"):
-        export_openvino(onnx_dir, tmp_path / "ov")
+        export_onnx(model_dir=tiny_classifier_dir, out=tmp_path / "ov", runtime="openvino", progress=False)
 
 
 @NEEDS_OPENVINO
-def test_openvino_fp32_matches_onnxruntime(onnx_dir, tmp_path):
-    from kdcompress.deploy.openvino import export_openvino
+def test_openvino_fp32_matches_onnxruntime(onnx_dir, tiny_classifier_dir, data_dir, tmp_path):
+    from kdcompress import export_onnx
     from kdcompress.runtime import Predictor
 
     pairs = [p or "" for p in PAIRS]
@@ -301,7 +300,8 @@ def test_openvino_fp32_matches_onnxruntime(onnx_dir, tmp_path):
     # OpenVINO reading the ONNX file itself.
     np.testing.assert_allclose(Predictor(onnx_dir, threads=1, runtime="openvino").logits(TEXTS, pairs), ort, atol=1e-4)
 
-    out = export_openvino(onnx_dir, tmp_path / "ov")
+    out = export_onnx(model_dir=tiny_classifier_dir, out=tmp_path / "ov", runtime="openvino", langs="en,de",
+                      data_dir=data_dir, check_samples=8, progress=False).out
     assert {"openvino_model.xml", "openvino_model.bin", "config.json", "tokenizer.json", "export.json"} <= \
         {p.name for p in out.iterdir()}
     report = json.loads((out / "export.json").read_text())
@@ -356,18 +356,16 @@ def test_tokenizer_errors_win_over_model_errors(onnx_dir, tmp_path, backend):
 
 
 @NEEDS_OPENVINO
-def test_openvino_int8_with_accuracy_control(onnx_dir, tmp_path):
+def test_openvino_int8_with_accuracy_control(onnx_dir, tiny_classifier_dir, data_dir, tmp_path):
     pytest.importorskip("nncf", reason="nncf is not installed: pip install 'kdcompress[openvino]'")
-    from kdcompress.deploy.openvino import export_openvino
+    from kdcompress import export_onnx
     from kdcompress.runtime import Predictor
 
     fp32 = Predictor(onnx_dir, threads=1)
     texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(32)]
-    feeds = [fp32.encoder(texts[i:i + 8]) for i in range(0, 32, 8)]
-    # Labels = the fp32 model's own answers: accuracy is argmax agreement with fp32.
-    dev = {lang: [(feed, fp32.logits(texts[i:i + 8]).argmax(-1))]
-           for lang, feed, i in (("en", feeds[0], 0), ("de", feeds[1], 8))}
-    out = export_openvino(onnx_dir, tmp_path / "ov8", calibration_feeds=feeds, dev_sets=dev, max_drop=0.0)
+    out = export_onnx(model_dir=tiny_classifier_dir, out=tmp_path / "ov8", runtime="openvino", accuracy_goal=0.5,
+                      task="sib200", langs="en,de", data_dir=data_dir, calibration_samples=16, check_samples=8,
+                      eval_samples=16, progress=False).out
     report = json.loads((out / "export.json").read_text())
     assert report["precision"] == "int8"
     assert report["quantization"]["method"] == "nncf.quantize_with_accuracy_control"

@@ -1,14 +1,7 @@
-"""An exported ONNX directory -> a self-contained OpenVINO directory: fp32 (bf16 hint where the CPU
-has it) or NNCF int8, calibrated on source-language feeds, optionally with NNCF's accuracy control
-keeping every given language's dev accuracy within `max_drop` of fp32.
-
-The OpenVINO directory holds `openvino_model.xml/.bin`, `config.json`, the tokenizer files and
-`export.json`, whose `openvino.inference_precision` (f32 or bf16) the predictor compiles with.
-Weights are saved as they are (`compress_to_fp16=False`): fp16 weights would make "fp32" a lie.
-
-Two layers: model-level steps (`read_onnx`, `quantize_int8`, `quantize_int8_controlled`,
-`choose_inference_precision`, `save_openvino_dir`) for an export orchestrator that keeps its own
-report, and `export_openvino(onnx_dir, out, ...)`, which runs them in order.
+"""OpenVINO's model-level steps for `export-onnx --runtime openvino` (openvino_step.py runs them in order):
+read an fp32 ONNX graph, NNCF int8 (calibrated on source-language feeds, optionally with NNCF's accuracy
+control keeping every given language's dev accuracy within `max_drop` of fp32), int8 weights only,
+compile, and whether the CPU has bf16.
 
 Feeds are what ONNX Runtime takes: dicts of graph input name -> int64 array (batch x length);
 keys the graph does not declare are dropped. A dev set is, per language, a list of
@@ -18,27 +11,21 @@ keys the graph does not declare are dropped. A dev set is, per language, a list 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import io
-import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from kdcompress.errors import KDCompressError, describe
-from kdcompress.io import atomic_output_dir
-from kdcompress.runtime.backends import (EXPORT_REPORT, ONNX_FILE, OPENVINO_FILE, OPENVINO_INSTALL,
-                                         import_openvino)
+from kdcompress.runtime.backends import import_openvino, read_json_dict
+from kdcompress.runtime.registry import EXPORT_REPORT, get_runtime
 
 Feed = Mapping[str, np.ndarray]
 DevSets = Mapping[str, Sequence[tuple[Feed, np.ndarray]]]
 DEFAULT_MAX_DROP = 0.01
-_COPIED = ("config.json", "distill.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-           "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json")
 
 
 # --- the libraries ------------------------------------------------------------------------------
@@ -47,7 +34,7 @@ def import_nncf() -> Any:
     try:
         import nncf
     except ImportError:
-        raise KDCompressError(f"NNCF (OpenVINO's int8 quantizer) is not installed; run {OPENVINO_INSTALL}") from None
+        raise KDCompressError(f"NNCF (OpenVINO's int8 quantizer) is not installed; run {get_runtime('openvino').install}") from None
     return nncf
 
 
@@ -82,16 +69,13 @@ def cpu_bf16() -> tuple[bool, str]:
 def onnx_source(onnx: str | os.PathLike) -> tuple[Path, Path]:
     """(ONNX file, its exported directory) for a directory made by export-onnx or its model.onnx."""
     path = Path(onnx)
-    onnx_file = path / ONNX_FILE if path.is_dir() else path
+    onnx_file = path / get_runtime("onnxruntime").files[0] if path.is_dir() else path
     if not onnx_file.is_file():
         raise KDCompressError(f"no ONNX model at {onnx_file}; pass a directory made by `kdcompress export-onnx` "
                               "or its model.onnx")
-    report_path = onnx_file.parent / EXPORT_REPORT
-    with contextlib.suppress(OSError, ValueError):
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        if isinstance(report, dict) and report.get("precision") == "int8":
-            raise KDCompressError(f"{onnx_file} is ONNX Runtime int8; convert an fp32 export (export-onnx "
-                                  "--quantize none) and let NNCF quantize it")
+    if read_json_dict(onnx_file.parent / EXPORT_REPORT).get("precision") == "int8":
+        raise KDCompressError(f"{onnx_file} is ONNX Runtime int8; convert an fp32 export (export-onnx "
+                              "--quantize none) and let NNCF quantize it")
     return onnx_file, onnx_file.parent
 
 
@@ -168,12 +152,6 @@ def _run(compiled: Any, feed: Feed) -> np.ndarray:
     return np.asarray(compiled(_select(feed, names))[compiled.output(0)], dtype=np.float32)
 
 
-def openvino_logits(model: Any, feeds: Sequence[Feed], *, precision: str = "f32") -> np.ndarray:
-    """Logits of an `ov.Model` (or a compiled one) on `feeds`, concatenated in order: for parity checks."""
-    compiled = model if hasattr(model, "create_infer_request") else compile_model(model, precision)
-    return np.concatenate([_run(compiled, feed) for feed in feeds])
-
-
 def dev_accuracy(compiled: Any, items: Sequence[tuple[str, Feed, np.ndarray]]) -> dict[str, float]:
     """Accuracy per language over (language, feed, labels) batches."""
     right: dict[str, int] = {}
@@ -230,83 +208,3 @@ def _accuracy_report(reference: Mapping[str, float], candidate: Mapping[str, flo
     return {"max_drop": max_drop, "fp32_accuracy": dict(reference), "int8_accuracy": dict(candidate),
             "worst_language": worst, "worst_drop": round(drops[worst], 6),
             "goal_met": all(d <= max_drop + 1e-12 for d in drops.values())}
-
-
-def choose_inference_precision(model: Any, dev_sets: DevSets | None = None, *,
-                               reference: Mapping[str, float] | None = None,
-                               max_drop: float = DEFAULT_MAX_DROP) -> tuple[str, str]:
-    """("bf16" or "f32", why): bf16 where the CPU runs it and, given dev sets, where every
-    language's accuracy under bf16 stays within `max_drop` of `reference` (per-language accuracy,
-    e.g. the fp32 model's; default: the same model under f32)."""
-    supported, cpu = cpu_bf16()
-    if not supported:
-        return "f32", cpu
-    if not dev_sets:
-        return "bf16", f"{cpu}; accuracy under bf16 not checked (no dev sets)"
-    items = _dev_items(dev_sets)
-    reference = reference or dev_accuracy(compile_model(model, "f32"), items)
-    bf16 = dev_accuracy(compile_model(model, "bf16"), items)
-    worst = max(bf16, key=lambda lang: reference[lang] - bf16[lang])
-    drop = reference[worst] - bf16[worst]
-    if drop > max_drop + 1e-12:
-        return "f32", f"{cpu}, but under bf16 {worst} loses {drop:.3f} dev accuracy (> {max_drop}); kept f32"
-    return "bf16", f"{cpu}; under bf16 every language is within {max_drop} (worst {worst}: {-drop:+.3f})"
-
-
-def save_openvino_dir(model: Any, onnx_dir: str | os.PathLike, out: str | os.PathLike, *, report: dict,
-                      overwrite: bool = False) -> Path:
-    """Write `out`: openvino_model.xml/.bin, the source's config and tokenizer files, and export.json
-    (`report` plus the files, sizes, OpenVINO version and the source export's report)."""
-    ov = import_openvino()
-    _, source_dir = onnx_source(onnx_dir)
-    with atomic_output_dir(out, overwrite=overwrite) as staging:
-        ov.save_model(model, str(staging / OPENVINO_FILE), compress_to_fp16=False)
-        copied = [name for name in _COPIED if (source_dir / name).is_file()]
-        for name in copied:
-            shutil.copyfile(source_dir / name, staging / name)
-        source_report = None
-        with contextlib.suppress(OSError, ValueError):
-            source_report = json.loads((source_dir / EXPORT_REPORT).read_text(encoding="utf-8"))
-        payload = {
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "runtime": "openvino",
-            **report,
-            "files": {"model": OPENVINO_FILE, "weights": OPENVINO_FILE.replace(".xml", ".bin"), "copied": copied},
-            "sizes": {"model_bytes": (staging / OPENVINO_FILE.replace(".xml", ".bin")).stat().st_size},
-            "source": {"onnx_dir": str(source_dir.resolve()), "export": source_report},
-        }
-        payload.setdefault("openvino", {})["version"] = ov.get_version()
-        (staging / EXPORT_REPORT).write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n",
-                                             encoding="utf-8")
-    return Path(out)
-
-
-# --- the whole conversion -----------------------------------------------------------------------
-
-def export_openvino(onnx_dir: str | os.PathLike, out: str | os.PathLike, *,
-                    calibration_feeds: Sequence[Feed] | None = None, dev_sets: DevSets | None = None,
-                    max_drop: float = DEFAULT_MAX_DROP, overwrite: bool = False) -> Path:
-    """Convert an exported ONNX directory to an OpenVINO directory at `out`; return `out`.
-
-    No calibration feeds: fp32 weights. Calibration feeds: NNCF int8; with dev sets too, NNCF's
-    accuracy control keeps every language within `max_drop` of fp32. Either way the inference
-    precision recorded is bf16 where the CPU has it and (given dev sets) every language stays
-    within `max_drop` of fp32 under it, else f32.
-    """
-    model = read_onnx(onnx_dir)
-    report: dict[str, Any] = {"precision": "fp32", "openvino": {}}
-    if calibration_feeds:
-        report["precision"] = "int8"
-        report["quantization"] = {"method": "nncf.quantize", "model_type": "transformer", "preset": "mixed",
-                                  "calibration_batches": len(calibration_feeds),
-                                  "calibration_examples": int(sum(len(f[next(iter(f))]) for f in calibration_feeds))}
-        if dev_sets:
-            model, accuracy = quantize_int8_controlled(model, calibration_feeds, dev_sets, max_drop=max_drop)
-            report["quantization"]["method"] = "nncf.quantize_with_accuracy_control"
-            report["accuracy"] = accuracy
-        else:
-            model = quantize_int8(model, calibration_feeds)
-    reference = report.get("accuracy", {}).get("fp32_accuracy")
-    hint, reason = choose_inference_precision(model, dev_sets, reference=reference, max_drop=max_drop)
-    report["openvino"].update(inference_precision=hint, inference_precision_reason=reason)
-    return save_openvino_dir(model, onnx_dir, out, report=report, overwrite=overwrite)

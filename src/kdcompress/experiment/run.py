@@ -20,6 +20,7 @@ from kdcompress.experiment.teacher_size import load_compared, teacher_facts, tea
 from kdcompress.errors import KDCompressError
 from kdcompress.io import check_writable_output, read_json
 from kdcompress.locks import output_lock
+from kdcompress.runtime.registry import get_runtime
 from kdcompress.training.config import DistillConfig
 from kdcompress.training.strategies import get_strategy
 
@@ -238,29 +239,29 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
     pytorch_models = list(latency_models)
     if cfg.quantize != "none":
         # Latency does not depend on the seed: the ONNX form of the first seed's models stands for all.
-        for name in pytorch_models:
-            onnx_name = f"{name}-int8"
-            path = steps(f"export {onnx_name}", out / "onnx" / onnx_name,
-                         lambda target, _, name=name: export_onnx(
-                             model_dir=models[name], out=str(target), quantize=cfg.quantize, task=cfg.task,
-                             langs=[source, *targets], data_dir=cfg.data_dir, **cfg.export))
-            models[onnx_name] = str(path)
-            group = "teacher" if name == "teacher" else name.rsplit("-s", 1)[0]
-            refs.append(ModelRef(onnx_name, group, None if name == "teacher" else cfg.seeds[0], "int8"))
-            latency_models.append(onnx_name)
+        forms = [("int8", "onnx", "onnxruntime", cfg.quantize)]
+    else:
+        forms = []
     if cfg.openvino:
         # The OpenVINO form (fp32 graph, bf16 inference where the CPU has it and accuracy holds): on CPUs with
         # AMX or avx512_bf16 it was the fastest path we measured (benchmarks/README.md).
+        forms.append(("ov", "openvino", "openvino", "none"))
+    for suffix, folder, runtime, quantize in forms:
+        # Every export gets the [export] table (the form decides the runtime); ONNX Runtime's operator fusion
+        # only where the runtime reads it.
+        export_table = {k: v for k, v in cfg.export.items()
+                        if k != "runtime" and (k != "optimize" or get_runtime(runtime).can_fuse)}
         for name in pytorch_models:
-            ov_name = f"{name}-ov"
-            path = steps(f"export {ov_name}", out / "openvino" / ov_name,
-                         lambda target, _, name=name: export_onnx(
-                             model_dir=models[name], out=str(target), runtime="openvino", task=cfg.task,
-                             langs=[source, *targets], data_dir=cfg.data_dir))
-            models[ov_name] = str(path)
+            form_name = f"{name}-{suffix}"
+            path = steps(f"export {form_name}", out / folder / form_name,
+                         lambda target, _, name=name, runtime=runtime, quantize=quantize, table=export_table:
+                         export_onnx(model_dir=models[name], out=str(target), runtime=runtime, quantize=quantize,
+                                     task=cfg.task, langs=[source, *targets], data_dir=cfg.data_dir, **table))
+            models[form_name] = str(path)
             group = "teacher" if name == "teacher" else name.rsplit("-s", 1)[0]
-            refs.append(ModelRef(ov_name, group, None if name == "teacher" else cfg.seeds[0], "openvino"))
-            latency_models.append(ov_name)
+            refs.append(ModelRef(form_name, group, None if name == "teacher" else cfg.seeds[0],
+                                 "int8" if runtime == "onnxruntime" else runtime))
+            latency_models.append(form_name)
 
     bench_dir = out / "bench"
     run = lambda target, _, overwrite=False: run_bench(  # noqa: E731

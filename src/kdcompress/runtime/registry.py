@@ -152,8 +152,8 @@ def runtime_of_dir(model_dir: Path) -> Runtime:
     for row in exported_runtimes():
         if row.owns(model_dir):
             return row
-    files = sorted({row.files[0] for row in exported_runtimes()})
-    raise KDCompressError(f"{model_dir} holds none of {', '.join(files)}; pass a directory made by "
+    files = list(dict.fromkeys(row.files[0] for row in exported_runtimes()))
+    raise KDCompressError(f"{model_dir} holds neither {' nor '.join(files)}; pass a directory made by "
                           "`kdcompress export-onnx`")
 
 
