@@ -167,11 +167,8 @@ def export_onnxruntime_step(run: ExportRun, staging: Path, parity: Parity, check
             worst = min(final_check["per_language"].items(), key=lambda kv: kv[1]["argmax_agreement"])
             ui.warn(f"int8 argmax agreement is {worst[1]['argmax_agreement']:.0%} in {worst[0]}; "
                     "consider --accuracy-goal or --keep-embeddings-fp32")
-    check_report = {"source": check.source, "languages": check.languages,
-                    "samples_per_language": config.check_samples, "fp32_tolerance": checks.FP32_TOLERANCE,
-                    "fp32": fp32_check, "final": final_check}
     with ui.stage("write", f"write {config.out}"):
-        _write(run, staging, current, fp32_path, check_report)
+        write_outputs(run, staging, current, fp32_path, check_report(run, check, fp32_check, final_check))
 
 
 def _last_layer_choice(run: ExportRun) -> dict[str, str]:
@@ -197,14 +194,12 @@ def export_openvino_step(run: ExportRun, staging: Path, parity: Parity, check: C
     if config.quantize != "none" and final["min_argmax_agreement"] < 0.9:
         worst = min(final["per_language"].items(), key=lambda kv: kv[1]["argmax_agreement"])
         run.ui.warn(f"OpenVINO int8 argmax agreement is {worst[1]['argmax_agreement']:.0%} in {worst[0]}")
-    check_report = {"source": check.source, "languages": check.languages,
-                    "samples_per_language": config.check_samples, "fp32_tolerance": checks.FP32_TOLERANCE,
-                    "fp32": fp32_check, "openvino_fp32": result.fp32_check, "final": final,
-                    "final_inference_precision": result.inference_precision}
+    checked = check_report(run, check, fp32_check, final, openvino_fp32=result.fp32_check,
+                           final_inference_precision=result.inference_precision)
     with run.ui.stage("write", f"write {config.out}"):
         model_path = openvino_step.save_model(result.model, staging)
         run.report["openvino"]["version"] = str(get_runtime("openvino").require().get_version())
-        _write(run, staging, model_path, fp32_path, check_report, op_counts=openvino_step.op_counts(result.model))
+        write_outputs(run, staging, model_path, fp32_path, checked, op_counts=openvino_step.op_counts(result.model))
 
 
 def _check_set(run: ExportRun) -> CheckSet:
@@ -277,10 +272,17 @@ def save_with_external_weights(src: Path, dst: Path) -> None:
     match_umask(dst.with_name(WEIGHTS_FILE), mode=0o666)  # onnx creates it 0600: unreadable to a serving user
 
 
-def _write(run: ExportRun, staging: Path, model: Path, fp32_path: Path, check_report: dict, *,
+def check_report(run: ExportRun, check: CheckSet, fp32_check: dict, final_check: dict, **extra: Any) -> dict:
+    """export.json's "check": what was checked on which sentences, the fp32 graph's and the saved model's parity."""
+    return {"source": check.source, "languages": check.languages, "samples_per_language": run.config.check_samples,
+            "fp32_tolerance": checks.FP32_TOLERANCE, "fp32": fp32_check, **extra, "final": final_check}
+
+
+def write_outputs(run: ExportRun, staging: Path, model: Path, fp32_path: Path, checked: dict, *,
            op_counts: dict | None = None) -> None:
-    """export.json and the files beside the model; `model` is copied in as model.onnx unless it is
-    already in `staging` (OpenVINO's openvino_model.xml/.bin, whose `op_counts` the caller gives)."""
+    """export.json and the files beside the model, for every runtime's export step; `model` is copied in as
+    model.onnx unless it is already in `staging` (OpenVINO's openvino_model.xml/.bin, whose `op_counts` the
+    caller gives)."""
     source, report = run.source, run.report
     if model.parent != staging:
         save_with_external_weights(model, staging / MODEL_FILE)
@@ -303,7 +305,7 @@ def _write(run: ExportRun, staging: Path, model: Path, fp32_path: Path, check_re
     report["sizes"] = {"fp32_bytes": fp32_bytes, "model_bytes": model_bytes,
                        "model_vs_fp32": round(model_bytes / fp32_bytes, 4)}
     report["op_counts"] = {"fp32": _op_counts(fp32_path), "model": op_counts or _op_counts(model)}
-    report["check"] = check_report
+    report["check"] = checked
     report["cpu"] = detect_cpu_features().summary()
     report["versions"] = library_versions()
     report["timings_s"] = dict(run.ui.timings)  # a snapshot: ExportResult.report is what export.json holds
