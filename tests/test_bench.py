@@ -12,7 +12,8 @@ import pytest
 from kdcompress.bench import accuracy as acc
 from kdcompress.bench.latency import REAL, Cell, make_cells, summarize, text_batches
 from kdcompress.bench.config import BenchConfig
-from kdcompress.bench.run import BenchResult, parse_model_specs, pareto_front, run_bench
+from kdcompress.bench.model_specs import parse_model_specs
+from kdcompress.bench.run import BenchResult, pareto_front, run_bench
 from kdcompress.data.tasks import SIB_LABELS, XNLI_LABELS, Example, get_task
 from kdcompress.errors import KDCompressError
 
@@ -424,7 +425,7 @@ def test_bench_runs_exported_models_on_every_runtime(sib_models, openvino_export
 
 def test_bench_default_runtime_keeps_names_and_notes_what_openvino_cannot_run(sib_models, data_dir, tmp_path):
     pytest.importorskip("openvino", reason="openvino is not installed: pip install 'kdcompress[openvino]'")
-    from kdcompress.bench.run import expand_runtimes
+    from kdcompress.bench.model_specs import expand_runtimes
 
     plan = BenchConfig.from_dict({"models": {k: str(v) for k, v in sib_models.items()}, "runtime": "onnxruntime",
                                   "out": "x"})

@@ -93,7 +93,7 @@ def test_a_registered_runtime_is_taken_by_export_predict_and_bench(stub_runtime,
                       langs="en", data_dir=data_dir, check_samples=4, progress=False)
     assert out.runtime == "stubrt" and out.model_path == tmp_path / "stub" / STUB_FILE
     assert not (tmp_path / "stub" / "model.onnx").exists()
-    with pytest.raises(KDCompressError, match="--quantize dynamic is not Stub Runtime's int8"):
+    with pytest.raises(KDCompressError, match="--quantize dynamic is ONNX Runtime.s int8; Stub Runtime has none: --runtime onnxruntime"):
         export_onnx(model_dir=tiny_classifier_dir, out=tmp_path / "q", runtime="stubrt", quantize="dynamic")
 
     predictor = Predictor(tmp_path / "stub", threads=1)  # auto: from the files

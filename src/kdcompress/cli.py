@@ -150,7 +150,8 @@ MODELS_HELP = ("NAME=PATH of a model directory or an exported directory; repeat 
     list[str], typer.Option("--model", "-m", help=MODELS_HELP)]), config_parameter("bench"), *settings_parameters(B)])
 def bench_command(**values) -> None:
     """Latency and per-language accuracy of every model (PyTorch or exported, on every runtime asked for)."""
-    from kdcompress.bench.run import parse_model_specs, run_bench
+    from kdcompress.bench.model_specs import parse_model_specs
+    from kdcompress.bench.run import run_bench
 
     settings = merged(BenchConfig, values["config"], {**given(values, "model"), "models": parse_model_specs(
         values["model"]), "command": shlex.join(["kdcompress", *sys.argv[1:]])})

@@ -12,7 +12,7 @@ _API = {
     "BenchResult": "kdcompress.bench.run",
     "BenchConfig": "kdcompress.bench.config",
     "load_runner": "kdcompress.bench.runners",
-    "parse_model_specs": "kdcompress.bench.run",
+    "parse_model_specs": "kdcompress.bench.model_specs",
     "machine_facts": "kdcompress.machine",
     "summarize": "kdcompress.bench.latency",
 }

@@ -71,11 +71,12 @@ class ExportConfig(Settings):
             raise KDCompressError(f"unknown --runtime {self.runtime!r}; choose from {', '.join(names)}")
         row = get_runtime(self.runtime)
         if self.quantize not in row.quantize_modes:
-            others = [r.name for r in exported_runtimes() if self.quantize in r.quantize_modes]
-            raise KDCompressError(f"--quantize {self.quantize} is not {row.title}'s int8 (it writes "
-                                  f"{', '.join(m for m in row.quantize_modes if m != 'none') or 'fp32 only'}): "
-                                  f"use --runtime {self.runtime} --quantize {row.quantize_modes[-1]}, or --runtime "
-                                  f"{' or '.join(others)}")
+            owners = [r for r in exported_runtimes() if self.quantize in r.quantize_modes]
+            int8 = [m for m in row.quantize_modes if m != "none"]
+            raise KDCompressError(f"--quantize {self.quantize} is {' and '.join(r.title for r in owners)}'s int8; "
+                                  + (f"{row.title}'s int8 ({row.int8_tool}) is {' or '.join(int8)}: use --runtime "
+                                     f"{row.name} --quantize {int8[0]}, or " if int8 else f"{row.title} has none: ")
+                                  + f"--runtime {' or '.join(r.name for r in owners)}")
         if self.optimize and not row.can_fuse:
             raise KDCompressError(f"--optimize writes ONNX Runtime's fused operators, which {row.title} cannot read "
                                   f"({row.title} fuses the graph itself); drop --optimize with --runtime {self.runtime}")

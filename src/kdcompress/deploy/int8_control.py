@@ -24,6 +24,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from kdcompress.runtime.registry import get_runtime
+
 DEFAULT_MIN_AGREEMENT = 0.97
 ACCURACY_SLACK = 0.01  # one accuracy point
 
@@ -145,6 +147,16 @@ class Ladder:
 
 def _rank(attempt: dict) -> tuple:
     return len(attempt["failing"]), -attempt["min_agreement"]
+
+
+def in_runtime_order(rungs: Sequence[Rung], runtime: str) -> list[Rung]:
+    """`rungs` in the order the runtime's registry row lists them (runtime/registry.py: int8_rungs)."""
+    by_name = {rung.name: rung for rung in rungs}
+    order = get_runtime(runtime).int8_rungs
+    if sorted(order) != sorted(by_name):
+        raise ValueError(f"the {runtime} int8 rungs {', '.join(by_name)} differ from its registry row's "
+                              f"{', '.join(order)}; list each rung once in both")
+    return [by_name[name] for name in order]
 
 
 def sensitive_base(attempts: Sequence[dict], scheme_rungs: Sequence[str] = ("default", "per_channel_reduced_range"),

@@ -14,7 +14,7 @@ import numpy as np
 from kdcompress.deploy.check_data import calibration_examples
 from kdcompress.deploy.checks import CheckSet, accuracy, feeds, onnx_logits, session
 from kdcompress.deploy.context import ExportRun
-from kdcompress.deploy.int8_control import GateData, Ladder, Rung, sensitive_base, shortfall
+from kdcompress.deploy.int8_control import GateData, Ladder, Rung, in_runtime_order, sensitive_base, shortfall
 from kdcompress.deploy.int8_scheme import QuantizationSpec, detect_cpu_features
 from kdcompress.deploy.int8_search import SearchTrial, accuracy_aware_search, quantization_candidates, \
     rank_by_sensitivity
@@ -180,7 +180,7 @@ def _controlled(run: ExportRun, fp32_path: Path, spec: QuantizationSpec, calibra
 
     ui.note(f"int8 control: every language >= {config.min_agreement:.0%} argmax agreement with fp32 on "
             f"{gate.source}, else fallbacks")
-    (path, chosen), record = ladder.run(rungs, on_attempt=lambda a: show_attempt(run, a))
+    (path, chosen), record = ladder.run(in_runtime_order(rungs, "onnxruntime"), on_attempt=lambda a: show_attempt(run, a))
     run.report["int8_control"] = record
     if not record["passed"]:
         ui.warn(f"no int8 candidate kept every language at {config.min_agreement:.0%} agreement: kept "

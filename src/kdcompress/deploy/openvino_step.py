@@ -21,7 +21,8 @@ import numpy as np
 from kdcompress.deploy import openvino as ovx
 from kdcompress.deploy.checks import FP32_TOLERANCE, CheckSet, Parity, run_logits
 from kdcompress.deploy.context import ExportRun
-from kdcompress.deploy.int8_control import GateData, Ladder, Rung, judge, sensitive_base, shortfall
+from kdcompress.deploy.int8_control import (GateData, Ladder, Rung, in_runtime_order, judge, sensitive_base,
+                                            shortfall)
 from kdcompress.deploy.int8_step import gate_data, load_calibration, ort_logits, show_attempt
 from kdcompress.errors import KDCompressError
 from kdcompress.runtime.registry import get_runtime
@@ -136,7 +137,7 @@ def _int8(run: ExportRun, model: Any, fp32_path: Path, gate: GateData | None, de
     ]
     ui.note(f"int8 control: every language >= {config.min_agreement:.0%} argmax agreement with fp32 on "
             f"{gate.source}, else fallbacks")
-    kept, record = ladder.run(rungs, on_attempt=lambda a: show_attempt(run, a))
+    kept, record = ladder.run(in_runtime_order(rungs, "openvino"), on_attempt=lambda a: show_attempt(run, a))
     quantization["method"] = {"sensitive_ops_fp32": "nncf.quantize (ignored scope: the most sensitive operators)",
                               "int8_weights_only": "nncf.compress_weights (int8_sym: weights only)"
                               }.get(record["kept"], "nncf.quantize")

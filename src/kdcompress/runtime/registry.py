@@ -40,6 +40,7 @@ class Runtime:
     export_step: str | None = None  # "module:function(run, staging, parity, check, fp32_path, fp32_check)"
     export_requires: str | None = None  # "module:function(config)": missing libraries, before any work
     quantize_modes: tuple[str, ...] = ("none",)  # the --quantize modes its export writes
+    int8_tool: str = ""  # what makes its int8, for messages ("NNCF")
     can_fuse: bool = False  # whether --optimize (ONNX Runtime's fused operators) runs on it
     int8_rungs: tuple[str, ...] = ()  # the int8 control's fallbacks, in the order they are tried
     precisions: tuple[str, ...] = ()  # inference precisions it can be asked for (--precision)
@@ -114,8 +115,8 @@ register_runtime(Runtime(
     files=("model.onnx",), size_files=_ORT_FILES,
     backend="kdcompress.runtime.backends:OrtBackend",
     export_step="kdcompress.deploy.export:export_onnxruntime_step",
-    quantize_modes=("none", "dynamic", "static"), can_fuse=True,
-    int8_rungs=("default", "per_channel_reduced_range", "fp32_embeddings", "sensitive_fp32"),
+    quantize_modes=("none", "dynamic", "static"), int8_tool="onnxruntime.quantization", can_fuse=True,
+    int8_rungs=("default", "per_channel_reduced_range", "fp32_embeddings", "sensitive_ops_fp32"),
     devices=("cpu", "cuda")))
 register_runtime(Runtime(
     name="openvino", title="OpenVINO", model_kind="OpenVINO", package="openvino", install="pip install 'kdcompress[openvino]'",
@@ -123,8 +124,8 @@ register_runtime(Runtime(
     backend="kdcompress.runtime.backends:OpenVinoBackend",
     export_step="kdcompress.deploy.export:export_openvino_step",
     export_requires="kdcompress.deploy.openvino_step:require_libraries",
-    quantize_modes=("none", "static"),
-    int8_rungs=("default", "per_channel_reduced_range", "fp32_embeddings", "int8_weights_only", "sensitive_fp32"),
+    quantize_modes=("none", "static"), int8_tool="NNCF",
+    int8_rungs=("default", "per_channel_reduced_range", "fp32_embeddings", "int8_weights_only", "sensitive_ops_fp32"),
     precisions=("f32", "bf16"),
     cannot_run="kdcompress.runtime.backends:openvino_cannot_run"))
 
