@@ -151,7 +151,9 @@ def _run(plan: _Plan) -> CompressResult:
     teacher_config = teacher_loading.load_teacher_config(teacher)
     candidates = cheapest_first(parse_candidates(cfg.candidates), teacher_config.num_hidden_layers,
                                 teacher_config.hidden_size)
-    base = {**cfg.distill, **plan.common, "seed": cfg.seed, "teacher": teacher}
+    # compress reads every student's dev accuracy itself (on each exported form): distill's own closing evaluation
+    # would be the same work again
+    base = {"evaluate": False, **cfg.distill, **plan.common, "seed": cfg.seed, "teacher": teacher}
     if cfg.finetuned_teacher:
         finetuned = cfg.finetuned_teacher
     elif teacher_loading.is_finetuned_for(teacher_config, plan.task):
