@@ -122,3 +122,54 @@ def test_frontier_chooses_the_fastest_form_that_meets_the_budget_on_dev():
 
     assert "no candidate meets the budget" in headline(frontier) and "4L-ort-int8" in headline(frontier)
     assert "| 4L-ort-int8 |" in markdown(frontier)
+
+
+def _compress_settings(teacher, data_dir, out, **extra):
+    return {**dict(teacher=str(teacher), task="sib200", data_dir=str(data_dir), target_langs=["de"], candidates=["2"],
+                runtime="onnxruntime", out=str(out), threads=1,
+                distill={"max_steps": 2, "batch_size": 4, "corpus_max_sentences": 16, "max_length": 32,
+                         "save_every": 1000},
+                export={"check_samples": 4, "eval_samples": 8},
+                bench={"limit": 6, "repeats": 2, "rounds": 1, "warmup": 0, "max_length": 32, "memory": False}),
+            **extra}
+
+
+def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_steps(tiny_teacher_dir, data_dir,
+                                                                                     tmp_path):
+    from kdcompress.compress import run_compress
+    from kdcompress.runtime import Predictor
+
+    out = tmp_path / "compress"
+    result = run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, max_drop=100.0))
+    assert result.met and result.frontier.chosen.startswith("2L-ort")  # the deployable forms only
+    frontier = json.loads((out / "frontier.json").read_text())
+    assert {r["name"] for r in frontier["rows"]} == {"2L-pytorch", "2L-ort", "2L-ort-int8"}
+    assert (out / "frontier.md").read_text().startswith("# Compression frontier\n\n**chosen: 2L-ort")
+    assert (out / "frontier.png").stat().st_size > 0
+    labels = [p.label for p in Predictor(out / "model", threads=1).predict(["Wo ist der Bahnhof?"])]
+    assert len(labels) == 1
+
+    # The same settings again: every step is reused, nothing is trained or measured twice.
+    again = run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, max_drop=100.0))
+    assert again.frontier.timings == {} and again.frontier.chosen == result.frontier.chosen
+
+    # A changed distill setting makes a new student (and everything after it), never the old one reported.
+    changed = run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, max_drop=100.0, int8=False,
+                                                distill={"max_steps": 3, "batch_size": 4, "corpus_max_sentences": 16,
+                                                         "max_length": 32, "save_every": 1000}))
+    assert "distill 2L" in changed.frontier.timings and "fine-tune the teacher" in changed.frontier.timings
+    assert {r["name"] for r in changed.frontier.rows} == {"2L-pytorch", "2L-ort"}
+    paths = {r["path"] for r in changed.frontier.rows} | {r["path"] for r in result.frontier.rows}
+    assert len(paths) == 5  # the old student's folders were left, not reused
+
+
+def test_compress_refuses_a_finetuned_teacher_without_a_head_and_unknown_languages(tiny_teacher_dir, data_dir,
+                                                                                    tmp_path):
+    from kdcompress.compress import run_compress
+
+    out = tmp_path / "compress"
+    with pytest.raises(KDCompressError, match="has no classification head for sib200"):
+        run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, finetuned_teacher=str(tiny_teacher_dir)))
+    with pytest.raises(KDCompressError, match="no language 'xx'"):
+        run_compress(**{**_compress_settings(tiny_teacher_dir, data_dir, out), "target_langs": ["de", "xx"]})
+    assert not out.exists()
