@@ -164,7 +164,8 @@ def _quotas(available: dict[str, int], per_lang: int, total: int) -> dict[str, i
 
 def _progress(enabled: bool):
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeElapsedColumn
+    from kdcompress.progress import Progress
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
                     console=Console(stderr=True), transient=True, disable=not enabled)

@@ -275,7 +275,8 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
     summary = aggregate(refs, payload["accuracy"], payload["headline"], source_lang=source)
     transfer_arms = tuple(arm for arm, strategy, settings in cfg.arm_list()
                           if "finetune_kd" in get_strategy(strategy).stages
-                          and settings.get("kd_transfer", "source") != "source")
+                          and settings.get("kd_transfer", get_strategy(strategy).defaults.get("kd_transfer", "source"))
+                          != "source")
     own = {"teacher": teacher_facts(finetuned), "summary": summary}
     compared = load_compared(cfg.compare_teachers, own_out=out, task=cfg.task, source=source, targets=targets)
     claims = assess_claims(summary, transfer_arms=transfer_arms,

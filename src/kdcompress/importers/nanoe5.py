@@ -15,7 +15,8 @@ from importlib import metadata
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from kdcompress.progress import Progress
 
 from kdcompress import __version__
 from kdcompress.errors import KDCompressError

@@ -177,7 +177,8 @@ def predict_file(config: PredictConfig | None = None, *, console: Any = None, **
     order; bad input rows are skipped and returned in `PredictResult.bad_rows` with their line numbers.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+    from kdcompress.progress import Progress
 
     from kdcompress.runtime.predictor import Predictor
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 from kdcompress.errors import KDCompressError
 from kdcompress.settings import Settings, setting
-from kdcompress.training.strategies import STRATEGY_NAMES, get_strategy, strategies_help
+from kdcompress.training.strategies import STRATEGY_NAMES, STRATEGY_TABLE, default_strategy, get_strategy, strategies_help
 
 LAYER_SELECTIONS = ("uniform", "bottom", "top")
 HIDDEN_LOSSES = ("cosine", "mse")
@@ -28,7 +30,8 @@ class DistillConfig(Settings):
     source_lang: str = setting("en", help="Language the task is trained on.")
     target_langs: list[str] = setting(factory=list, help="Comma-separated zero-shot languages, or 'all' (their "
                                       "unlabeled text feeds pretraining KD and vocabulary trimming).")
-    strategy: str = setting("finetune", help=strategies_help() + ".")
+    strategy: str | None = setting(None, help=strategies_help() + ". Default: transfer where --target-langs are "
+                                   "given, else finetune.")
     out: str = setting("", help="Output model directory.")
 
     # Student shape
@@ -99,7 +102,18 @@ class DistillConfig(Settings):
     trust_remote_code: bool = setting(False, help="Run Python code shipped in the teacher's folder or hub repo. "
                                       "Command line only, never from a config file.", file=False)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, where: str | None = None) -> "DistillConfig":
+        """Defaults < the strategy row's defaults < the given values: `--strategy transfer` alone is the recipe."""
+        values = {key.replace("-", "_"): value for key, value in values.items()}
+        strategy = values.get("strategy") or default_strategy(values.get("target_langs"))
+        row = STRATEGY_TABLE.get(strategy) if isinstance(strategy, str) else None
+        defaults = row.defaults if row else {}
+        return super().from_dict({**defaults, **values, "strategy": strategy}, where=where)
+
     def check(self) -> "DistillConfig":
+        if self.strategy is None:  # built directly rather than through from_dict
+            self.strategy = default_strategy(self.target_langs)
         get_strategy(self.strategy)
         _one_of("layer_selection", self.layer_selection, LAYER_SELECTIONS)
         _one_of("hidden_loss", self.hidden_loss, HIDDEN_LOSSES)
@@ -124,15 +138,18 @@ class DistillConfig(Settings):
         _one_of("kd_transfer", self.kd_transfer, KD_TRANSFERS)
         _one_of("init_from", self.init_from, INIT_SOURCES)
         strategy = get_strategy(self.strategy)
+        if strategy.needs_targets and not self.target_langs:
+            raise KDCompressError(f"--strategy {self.strategy} distils on the target languages' unlabeled text; pass "
+                                  "--target-langs (e.g. all), or use --strategy finetune for English-only KD")
         if self.kd_transfer != "source" and not strategy.uses_finetuned_teacher:
             raise KDCompressError(f"--kd-transfer {self.kd_transfer} needs KD during fine-tuning; use --strategy "
-                                  "finetune or both, or --kd-transfer source")
+                                  "transfer, finetune or both, or --kd-transfer source")
         if self.general_student and "pretrain_kd" not in strategy.stages:
             raise KDCompressError(f"--general-student replaces KD during pretraining, which --strategy "
                                   f"{self.strategy} does not run; use pretrain or both, or drop --general-student")
         if self.init_from == "finetuned-teacher" and "pretrain_kd" in strategy.stages:
             raise KDCompressError("--init-from finetuned-teacher applies to students without pretraining KD (none, "
-                                  "finetune); pretrain and both start from the general student")
+                                  "finetune, transfer); pretrain and both start from the general student")
         if self.init_from == "finetuned-teacher" and not strategy.uses_finetuned_teacher and not self.finetuned_teacher:
             raise KDCompressError("--init-from finetuned-teacher with --strategy none needs --finetuned-teacher")
         if self.general_student and self.strategy == "general":

@@ -31,7 +31,8 @@ from typing import Callable
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from kdcompress.progress import Progress
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup

@@ -11,11 +11,16 @@ Stages (see `training/stages.py`):
     finetune_kd   fine-tune the student with KD from the fine-tuned teacher (+ cross-entropy)
 The last stage produces the student; a fine-tuning stage starts from the general student when `pretrain_kd`
 ran (or `--general-student` gave one).
+
+A row may carry `defaults`: distill settings it changes from DistillConfig's own defaults (a setting the user
+gives still wins). `transfer`, the recipe our SIB-200 study recommends, is such a row: `finetune`'s stages with
+the settings chosen on SIB-200 dev (configs/sib200_search.toml, docs/results.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from kdcompress.errors import KDCompressError
 
@@ -26,6 +31,8 @@ class Strategy:
     stages: tuple[str, ...]
     label: str  # how reports name its student
     summary: str  # one line for --help and docs
+    defaults: dict[str, Any] = field(default_factory=dict)  # settings this row changes; the user's still win
+    needs_targets: bool = False  # reads the target languages' unlabeled text
 
     @property
     def uses_finetuned_teacher(self) -> bool:
@@ -41,6 +48,12 @@ STRATEGY_TABLE: dict[str, Strategy] = {s.name: s for s in (
              "fine-tune the student on the source language, no KD"),
     Strategy("finetune", ("teacher", "finetune_kd"), "student, KD in fine-tuning",
              "KD during fine-tuning, from a teacher fine-tuned on the source language"),
+    Strategy("transfer", ("teacher", "finetune_kd"), "student, KD on a multilingual transfer set",
+             "the recommended recipe (default with --target-langs): KD during fine-tuning on the task's unlabeled "
+             "text in every language, the student taken from the bottom layers of the fine-tuned teacher",
+             defaults={"kd_transfer": "source+corpus", "corpus": ["task"], "corpus_max_sentences": 5000,
+                       "epochs": 2.0, "layer_selection": "bottom", "init_from": "finetuned-teacher", "alpha": 0.9},
+             needs_targets=True),
     Strategy("pretrain", ("pretrain_kd", "finetune"), "student, KD in pretraining",
              "KD during pretraining on unlabeled multilingual text, then plain fine-tuning"),
     Strategy("both", ("pretrain_kd", "teacher", "finetune_kd"), "student, KD in both",
@@ -51,6 +64,11 @@ STRATEGY_TABLE: dict[str, Strategy] = {s.name: s for s in (
 STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGY_TABLE)
 #: The strategies that end in a task classifier (what experiments compare).
 CLASSIFIER_STRATEGIES: tuple[str, ...] = tuple(n for n, s in STRATEGY_TABLE.items() if s.makes_classifier)
+
+
+def default_strategy(target_langs: Any) -> str:
+    """`distill` without --strategy: the recommended recipe where target languages are given, else English-only KD."""
+    return "transfer" if target_langs else "finetune"
 
 
 def get_strategy(name: str) -> Strategy:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from rich.progress import Progress
+from kdcompress.progress import Progress
 from transformers import PreTrainedModel
 
 from kdcompress.training import losses

