@@ -63,7 +63,7 @@ def headline(frontier: Frontier) -> str:
 
 def markdown(frontier: Frontier) -> str:
     teacher = frontier.teacher
-    from kdcompress.bench.machine import cpu_summary
+    from kdcompress.machine import cpu_summary
 
     lines = ["# Compression frontier", "", f"**{headline(frontier)}**", "",
              f"Budget: {frontier.budget.describe()}; chosen on dev, reported on test. "

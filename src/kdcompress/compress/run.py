@@ -78,9 +78,9 @@ def run_compress(config: CompressConfig | None = None, **overrides) -> CompressR
 
 
 def available_runtimes() -> list[str]:
-    import importlib.util
+    from kdcompress.runtime import registry
 
-    return [name for name in ("onnxruntime", "openvino") if importlib.util.find_spec(name)]
+    return [row.name for row in registry.available_runtimes()]
 
 
 def _runtimes(cfg: CompressConfig) -> list[str]:
