@@ -379,7 +379,7 @@ CASES = _rows(
     experiment_corpus_missing=Case(lambda w: w.experiment(experiment='strategies = ["pretrain"]',
                                                           distill=f'corpus = ["{w.tmp}/no-corpus"]'), "no-corpus"),
     experiment_arm_kd_transfer_without_kd=Case(
-        lambda w: w.experiment(tail='[experiment.arms.transfer]\nstrategy = "none"\nkd_transfer = "corpus"'),
+        lambda w: w.experiment(tail='[experiment.arms.corpus-arm]\nstrategy = "none"\nkd_transfer = "corpus"'),
         "--kd-transfer corpus needs KD during fine-tuning"),
 
     # 3. malformed task files: the file and line named, nothing lost silently
