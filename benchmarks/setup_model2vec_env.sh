@@ -25,6 +25,8 @@ fi
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 # addsitedir, not a bare path: the main venv's own .pth files (kdcompress's editable install) must be read too.
 echo "import site; site.addsitedir('$main_site')" > "$site/kdcompress_main_venv.pth"
-"$venv/bin/pip" install --quiet --no-deps "model2vec==${MODEL2VEC_VERSION:-0.10.0}"
+# model2vec.distill also needs skeletoken (tokenizer data models); its own dependencies (pydantic, protobuf, regex,
+# transformers) are in .venv. model2vec 0.10 asks for transformers<5.4 but distills with .venv's 5.x (checked).
+"$venv/bin/pip" install --quiet --no-deps "model2vec==${MODEL2VEC_VERSION:-0.10.0}" "skeletoken==${SKELETOKEN_VERSION:-0.6.1}"
 "$venv/bin/python" -c "import model2vec.distill, importlib.metadata as md; print({n: md.version(n) for n in ('model2vec', 'torch', 'transformers', 'scikit-learn')})"
 echo "model2vec environment ready at $venv"
