@@ -233,8 +233,8 @@ def main(argv=None) -> int:
     print(markdown(payload))
     ok = True
     if "latency" in payload:
-        # The best static export: dynamic int8 dequantizes the whole int8 embedding table before its Gather at every
-        # call, which costs more than the fp32 graph's whole run (measured), so fp32 usually wins here.
+        # The best static export: int8 has nothing to gain on a 256 x 7 head (the embedding is a Gather), and its
+        # dynamic-quantization ops measured slower than the whole fp32 graph (6.2 against 0.79 ms), so fp32 wins.
         speedup = max(r["speedup_vs_mbert"] for n, r in payload["latency"]["1x128"].items() if n.startswith("static"))
         ok &= speedup >= TARGET_SPEEDUP
         print(f"{'PASS' if speedup >= TARGET_SPEEDUP else 'FAIL'} best static export at 1x128: {speedup}x mBERT-base "
