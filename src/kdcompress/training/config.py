@@ -15,8 +15,8 @@ KD_TRANSFERS = ("source", "corpus", "source+corpus")
 INIT_SOURCES = ("teacher", "finetuned-teacher")
 DEFAULT_TEACHER = "bert-base-multilingual-cased"
 TRANSFORMER_LR = 5e-5
-# A static student (embeddings + head, no layers) learns far slower at a transformer's rate: chosen on SIB-200 dev
-# with the transfer recipe (benchmarks/README.md, static_vs_model2vec).
+# A static student (embeddings + head, no layers, L2-normalised pooled vector) learns far slower at a transformer's
+# rate. 2e-3 is a starting value, NOT yet tuned on SIB-200 dev: benchmarks/static_vs_model2vec.py --lr does that.
 STATIC_LR = 2e-3
 
 
