@@ -176,6 +176,9 @@ class TorchRunner(Runner):
             )
         set_torch_threads(threads)
         self._torch = torch
+        from kdcompress.static_model import register_static_student
+
+        register_static_student()
         try:
             model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
         except Exception as exc:

@@ -16,6 +16,10 @@ MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 KD_TRANSFERS = ("source", "corpus", "source+corpus")
 INIT_SOURCES = ("teacher", "finetuned-teacher")
 DEFAULT_TEACHER = "bert-base-multilingual-cased"
+TRANSFORMER_LR = 5e-5
+# A static student (embeddings + head, no layers, L2-normalised pooled vector) learns far slower at a transformer's
+# rate. 2e-3 is a starting value, NOT yet tuned on SIB-200 dev: benchmarks/static_vs_model2vec.py --lr does that.
+STATIC_LR = 2e-3
 
 
 @dataclass
@@ -35,8 +39,11 @@ class DistillConfig(Settings):
     out: str = setting("", help="Output model directory.")
 
     # Student shape
-    student_layers: int = setting(6, help="Layers copied from the teacher.")
-    student_hidden: int | None = setting(None, help="Hidden width of a narrower student (multiple of the head size).")
+    student_layers: int = setting(6, help="Layers copied from the teacher; 0 makes a static student (token "
+                                  "embeddings distilled from the teacher, mean pooling, linear head; no transformer "
+                                  "layer; init_from and layer_selection do not apply to it).")
+    student_hidden: int | None = setting(None, help="Hidden width of a narrower student (multiple of the head size; "
+                                         "a static student: its PCA width, default 256).")
     layer_selection: str = setting("uniform", help="Which teacher layers the student copies: uniform (every k-th, "
                                    "ending at the top), bottom or top.")
     trim_vocab: bool = setting(False, help="Keep only tokens seen in the corpus of the chosen languages.")
@@ -47,7 +54,8 @@ class DistillConfig(Settings):
     max_length: int = setting(128, help="Truncation length in tokens (at most the model's positions).")
     batch_size: int = setting(16, help="Examples per optimizer step and process.")
     grad_accum: int = setting(1, help="Gradient accumulation steps.")
-    lr: float = setting(5e-5, help="Student fine-tuning learning rate.")
+    lr: float | None = setting(None, help=f"Student fine-tuning learning rate (default: {TRANSFORMER_LR:g}, or "
+                               f"{STATIC_LR:g} for a static student, --student-layers 0).")
     warmup_ratio: float = setting(0.1, help="Share of the steps with a linear learning-rate warm-up.")
     weight_decay: float = setting(0.01, help="AdamW weight decay.")
     epochs: float = setting(3.0, help="Student fine-tuning epochs.")
@@ -118,12 +126,13 @@ class DistillConfig(Settings):
         _one_of("layer_selection", self.layer_selection, LAYER_SELECTIONS)
         _one_of("hidden_loss", self.hidden_loss, HIDDEN_LOSSES)
         _one_of("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
-        _at_least(1, student_layers=self.student_layers, student_hidden=self.student_hidden,
+        _at_least(0, student_layers=self.student_layers)
+        _at_least(1, student_hidden=self.student_hidden,
                   max_length=self.max_length, batch_size=self.batch_size,
                   pretrain_batch_size=self.pretrain_batch_size, grad_accum=self.grad_accum,
                   max_steps=self.max_steps, save_every=self.save_every, eval_limit=self.eval_limit,
                   corpus_max_sentences=self.corpus_max_sentences)
-        _positive(lr=self.lr, teacher_lr=self.teacher_lr, pretrain_lr=self.pretrain_lr, epochs=self.epochs,
+        _positive(lr=self.student_lr, teacher_lr=self.teacher_lr, pretrain_lr=self.pretrain_lr, epochs=self.epochs,
                   teacher_epochs=self.teacher_epochs, pretrain_epochs=self.pretrain_epochs,
                   temperature=self.temperature, pretrain_temperature=self.pretrain_temperature)
         _non_negative(weight_decay=self.weight_decay, finetune_hidden_weight=self.finetune_hidden_weight,
@@ -156,7 +165,30 @@ class DistillConfig(Settings):
             raise KDCompressError("--strategy general makes a general student; drop --general-student")
         if not self.corpus:
             raise KDCompressError("--corpus is empty; pass 'task', a .txt file or folder, or hub:DATASET")
+        if self.student_layers == 0:
+            self._check_static(strategy)
         return self
+
+    @property
+    def is_static(self) -> bool:
+        return self.student_layers == 0
+
+    @property
+    def student_lr(self) -> float:
+        """--lr, else the default for this student's shape."""
+        if self.lr is not None:
+            return self.lr
+        return STATIC_LR if self.is_static else TRANSFORMER_LR
+
+    def _check_static(self, strategy) -> None:
+        """What a static student (no layers, no hidden states) cannot do; init_from and layer_selection are ignored."""
+        if "pretrain_kd" in strategy.stages:
+            raise KDCompressError(f"--strategy {self.strategy} runs KD during pretraining, which matches hidden states "
+                                  "and attention a static student (--student-layers 0) does not have; use finetune "
+                                  "(optionally --kd-transfer source+corpus) or none")
+        if self.finetune_hidden_weight:
+            raise KDCompressError("--finetune-hidden-weight needs hidden states, which a static student "
+                                  "(--student-layers 0) does not have; set it to 0")
 
 
 def _flag(name: str) -> str:
