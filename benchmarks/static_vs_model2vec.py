@@ -69,7 +69,8 @@ def make_student(args) -> Path:
         distill(teacher=str(args.teacher), finetuned_teacher=str(args.finetuned_teacher), task="sib200",
                 data_dir=str(args.data_dir), target_langs=["all"], strategy="finetune", kd_transfer="source+corpus",
                 corpus=["task"], corpus_max_sentences=5000, epochs=2, alpha=0.9, student_layers=0,
-                student_hidden=args.student_hidden, trim_vocab=True, lr=args.lr, seed=1, out=str(out))
+                student_hidden=args.student_hidden, trim_vocab=True, seed=1, out=str(out),
+                **({"static_lr": args.lr} if args.lr else {}))
     return out
 
 

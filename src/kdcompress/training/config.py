@@ -16,10 +16,6 @@ MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 KD_TRANSFERS = ("source", "corpus", "source+corpus")
 INIT_SOURCES = ("teacher", "finetuned-teacher")
 DEFAULT_TEACHER = "bert-base-multilingual-cased"
-TRANSFORMER_LR = 5e-5
-# A static student (embeddings + head, no layers, L2-normalised pooled vector) learns far slower at a transformer's
-# rate. 2e-3 is a starting value, NOT yet tuned on SIB-200 dev: benchmarks/static_vs_model2vec.py --lr does that.
-STATIC_LR = 2e-3
 
 
 @dataclass
@@ -54,8 +50,10 @@ class DistillConfig(Settings):
     max_length: int = setting(128, help="Truncation length in tokens (at most the model's positions).")
     batch_size: int = setting(16, help="Examples per optimizer step and process.")
     grad_accum: int = setting(1, help="Gradient accumulation steps.")
-    lr: float | None = setting(None, help=f"Student fine-tuning learning rate (default: {TRANSFORMER_LR:g}, or "
-                               f"{STATIC_LR:g} for a static student, --student-layers 0).")
+    lr: float = setting(5e-5, help="Student fine-tuning learning rate.")
+    # A static student (embeddings + head, no layers, L2-normalised pooled vector) learns far slower at a
+    # transformer's rate; its own setting lets one [distill] table serve both kinds of student.
+    static_lr: float = setting(2e-3, help="Fine-tuning learning rate of a static student (--student-layers 0).")
     warmup_ratio: float = setting(0.1, help="Share of the steps with a linear learning-rate warm-up.")
     weight_decay: float = setting(0.01, help="AdamW weight decay.")
     epochs: float = setting(3.0, help="Student fine-tuning epochs.")
@@ -132,7 +130,7 @@ class DistillConfig(Settings):
                   pretrain_batch_size=self.pretrain_batch_size, grad_accum=self.grad_accum,
                   max_steps=self.max_steps, save_every=self.save_every, eval_limit=self.eval_limit,
                   corpus_max_sentences=self.corpus_max_sentences)
-        _positive(lr=self.student_lr, teacher_lr=self.teacher_lr, pretrain_lr=self.pretrain_lr, epochs=self.epochs,
+        _positive(lr=self.lr, static_lr=self.static_lr, teacher_lr=self.teacher_lr, pretrain_lr=self.pretrain_lr, epochs=self.epochs,
                   teacher_epochs=self.teacher_epochs, pretrain_epochs=self.pretrain_epochs,
                   temperature=self.temperature, pretrain_temperature=self.pretrain_temperature)
         _non_negative(weight_decay=self.weight_decay, finetune_hidden_weight=self.finetune_hidden_weight,
@@ -175,10 +173,7 @@ class DistillConfig(Settings):
 
     @property
     def student_lr(self) -> float:
-        """--lr, else the default for this student's shape."""
-        if self.lr is not None:
-            return self.lr
-        return STATIC_LR if self.is_static else TRANSFORMER_LR
+        return self.static_lr if self.is_static else self.lr
 
     def _check_static(self, strategy) -> None:
         """What a static student (no layers, no hidden states) cannot do; init_from and layer_selection are ignored."""
