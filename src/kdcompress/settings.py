@@ -19,6 +19,10 @@ from typing import Any, ClassVar, TypeVar
 from kdcompress.errors import KDCompressError
 
 S = TypeVar("S", bound="Settings")
+
+#: The shortest --max-length any command accepts: [CLS], [SEP] and a few tokens of text. One number for distill,
+#: bench and predict, so that a length one command trains with is one the others can serve and measure.
+MIN_MAX_LENGTH = 8
 _MISSING = dataclasses.MISSING
 
 

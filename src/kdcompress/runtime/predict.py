@@ -22,7 +22,7 @@ from kdcompress.locks import output_lock, temp_prefix
 from kdcompress.errors import KDCompressError
 from kdcompress.runtime.backends import BACKENDS, OV_PRECISIONS
 from kdcompress.runtime.inputs import FORMATS, BadRow, InputRow, input_format, open_input, read_inputs
-from kdcompress.settings import Settings, build, setting
+from kdcompress.settings import MIN_MAX_LENGTH, Settings, build, setting
 
 SHOWN_BAD_ROWS = 10
 
@@ -64,10 +64,10 @@ class PredictConfig(Settings):
                                       f"{', '.join(allowed)}")
         if self.precision is not None and self.precision not in OV_PRECISIONS:
             raise KDCompressError(f"--precision {self.precision!r} is not one of {', '.join(OV_PRECISIONS)}")
-        for name in ("batch_size", "chunk_size", "threads", "max_length"):
+        for name, minimum in (("batch_size", 1), ("chunk_size", 1), ("threads", 1), ("max_length", MIN_MAX_LENGTH)):
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise KDCompressError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
+            if value is not None and value < minimum:
+                raise KDCompressError(f"--{name.replace('_', '-')} must be at least {minimum}, not {value}")
         return self
 
 

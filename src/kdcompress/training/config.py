@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdcompress.errors import KDCompressError
-from kdcompress.settings import Settings, setting
+from kdcompress.settings import MIN_MAX_LENGTH, Settings, setting
 from kdcompress.training.strategies import STRATEGY_NAMES, get_strategy, strategies_help
 
 LAYER_SELECTIONS = ("uniform", "bottom", "top")
@@ -104,8 +104,9 @@ class DistillConfig(Settings):
         _one_of("layer_selection", self.layer_selection, LAYER_SELECTIONS)
         _one_of("hidden_loss", self.hidden_loss, HIDDEN_LOSSES)
         _one_of("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        _at_least(MIN_MAX_LENGTH, max_length=self.max_length)
         _at_least(1, student_layers=self.student_layers, student_hidden=self.student_hidden,
-                  max_length=self.max_length, batch_size=self.batch_size,
+                  batch_size=self.batch_size,
                   pretrain_batch_size=self.pretrain_batch_size, grad_accum=self.grad_accum,
                   max_steps=self.max_steps, save_every=self.save_every, eval_limit=self.eval_limit,
                   corpus_max_sentences=self.corpus_max_sentences)
