@@ -7,8 +7,9 @@ on, publish NaN weights and report "student written". The loop calls `check_loss
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 
@@ -37,3 +38,15 @@ def check_weights(modules: Iterable[torch.nn.Module], *, stage: str, step: int, 
         for parameter in module.parameters():
             if not bool(torch.isfinite(parameter.detach()).all()):
                 raise _refuse(stage, step, "weights", last_checkpoint)
+
+
+@contextlib.contextmanager
+def overflow_guard(*, stage: str, step: int, last_checkpoint: int) -> Iterator[None]:
+    """An optimizer update that overflows float32 (torch raises "value cannot be converted ... without overflow")
+    is the same fault as a non-finite loss: one line, not a traceback."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if "overflow" not in str(exc):
+            raise
+        raise _refuse(stage, step, "update", last_checkpoint) from None

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
 from kdcompress.errors import KDCompressError
-from kdcompress.training.finite_guard import check_loss, check_weights
+from kdcompress.training.finite_guard import check_loss, check_weights, overflow_guard
 
 Batch = dict[str, torch.Tensor]
 # compute_loss(batch, modules) gets the prepared (possibly DDP-wrapped) trainable modules by name.
@@ -234,7 +234,8 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_([p for m in prepared_modules for p in m.parameters()], 1.0)
-                    optimizer.step()
+                    with overflow_guard(stage=settings.stage, step=step + 1, last_checkpoint=last_checkpoint):
+                        optimizer.step()
                     if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
                         scheduler.step()
                     optimizer.zero_grad()
