@@ -21,6 +21,7 @@ from kdcompress.bench.config import BenchConfig
 from kdcompress.data.corpus_builder import CorpusConfig
 from kdcompress.deploy.config import ExportConfig
 from kdcompress.errors import KDCompressError
+from kdcompress.faults import report_fault
 from kdcompress.runtime.predict import PredictConfig
 from kdcompress.settings import merged
 from kdcompress.training.config import DistillConfig
@@ -49,6 +50,8 @@ def user_errors(fn: Callable) -> Callable:
                               "finetune-teacher and experiment keep finished stages and checkpoints, so rerun the "
                               "same command (with --resume for distill) to continue")
             raise typer.Exit(code=130) from None
+        except Exception as exc:  # an OS fault (full disk, EACCES, closed pipe) or a Ctrl-C a library wrapped
+            raise typer.Exit(code=report_fault(exc, err_console)) from None
 
     return wrapper
 
@@ -260,10 +263,7 @@ def predict_command(
     settings = merged(PredictConfig, config, _given(locals()))
     from kdcompress.runtime.predict import predict_file
 
-    result = predict_file(settings)
-    if result.bad_rows and not result.rows:
-        raise KDCompressError(f"no row of {settings.input} could be read ({len(result.bad_rows)} bad rows, e.g. line "
-                              f"{result.bad_rows[0].line}: {result.bad_rows[0].reason}); fix the input file")
+    predict_file(settings)  # it refuses an input without one readable row before publishing anything
 
 
 @app.command("bench")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdcompress.errors import KDCompressError
-from kdcompress.settings import Settings, setting
+from kdcompress.settings import MIN_MAX_LENGTH, Settings, setting
 
 DEVICES = ("cpu", "cuda")
 RUNTIME_CHOICES = ("onnxruntime", "openvino", "all")
@@ -67,7 +67,7 @@ class BenchConfig(Settings):
         if any(v > 512 for v in self.seq_lens):
             raise KDCompressError("--seq-lens values above 512 exceed BERT-style position tables; use 512 or less")
         for option, minimum in (("limit", 1), ("threads", 1), ("warmup", 0), ("repeats", 1), ("rounds", 1),
-                                ("max_length", 8)):
+                                ("max_length", MIN_MAX_LENGTH)):
             value = getattr(self, option)
             if value is not None and value < minimum:
                 raise KDCompressError(f"--{option.replace('_', '-')} must be at least {minimum}, got {value}")

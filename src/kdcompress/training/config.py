@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdcompress.errors import KDCompressError
-from kdcompress.settings import Settings, setting
-from kdcompress.training.strategies import STRATEGY_NAMES, STRATEGY_TABLE, default_strategy, get_strategy, strategies_help
+from kdcompress.settings import MIN_MAX_LENGTH, Settings, setting
+from kdcompress.training.strategies import (STRATEGY_NAMES, STRATEGY_TABLE, default_strategy, get_strategy,
+                                            strategies_help)
 
 LAYER_SELECTIONS = ("uniform", "bottom", "top")
 HIDDEN_LOSSES = ("cosine", "mse")
@@ -124,14 +125,14 @@ class DistillConfig(Settings):
         _one_of("layer_selection", self.layer_selection, LAYER_SELECTIONS)
         _one_of("hidden_loss", self.hidden_loss, HIDDEN_LOSSES)
         _one_of("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        _at_least(MIN_MAX_LENGTH, max_length=self.max_length)
         _at_least(0, student_layers=self.student_layers)
-        _at_least(1, student_hidden=self.student_hidden,
-                  max_length=self.max_length, batch_size=self.batch_size,
+        _at_least(1, student_hidden=self.student_hidden, batch_size=self.batch_size,
                   pretrain_batch_size=self.pretrain_batch_size, grad_accum=self.grad_accum,
                   max_steps=self.max_steps, save_every=self.save_every, eval_limit=self.eval_limit,
                   corpus_max_sentences=self.corpus_max_sentences)
-        _positive(lr=self.lr, static_lr=self.static_lr, teacher_lr=self.teacher_lr, pretrain_lr=self.pretrain_lr, epochs=self.epochs,
-                  teacher_epochs=self.teacher_epochs, pretrain_epochs=self.pretrain_epochs,
+        _positive(lr=self.lr, static_lr=self.static_lr, teacher_lr=self.teacher_lr, pretrain_lr=self.pretrain_lr,
+                  epochs=self.epochs, teacher_epochs=self.teacher_epochs, pretrain_epochs=self.pretrain_epochs,
                   temperature=self.temperature, pretrain_temperature=self.pretrain_temperature)
         _non_negative(weight_decay=self.weight_decay, finetune_hidden_weight=self.finetune_hidden_weight,
                       mlm_weight=self.mlm_weight, hidden_weight=self.hidden_weight,
