@@ -157,7 +157,8 @@ def _run(plan: _Plan) -> CompressResult:
         finetuned = teacher
     else:
         finetuned = str(steps.run("fine-tune the teacher", steps.folder("teachers", "finetuned", base),
-                                  lambda target, resume: finetune_teacher(**base, out=str(target), resume=resume)))
+                                  lambda target, resume: finetune_teacher(**base, out=str(target), resume=resume),
+                                  base))
     _check_students(plan, candidates, base, finetuned)
 
     teacher_dev = _dev_accuracy(plan, steps, {"teacher": finetuned}, "dev-teacher")["teacher"]
@@ -198,7 +199,7 @@ def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, 
 
     settings = {**_student_settings(base, finetuned, candidate, "transfer"), "trim_vocab": plan.cfg.trim_vocab}
     student = steps.run(f"distill {candidate.name}", steps.folder("students", candidate.name, settings),
-                        lambda target, resume: distill(**settings, out=str(target), resume=resume))
+                        lambda target, resume: distill(**settings, out=str(target), resume=resume), settings)
     models = {f"{candidate.name}-pytorch": str(student)}
     forms = {}
     for form in plan.forms:
@@ -209,7 +210,8 @@ def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, 
                            "data_dir": plan.cfg.data_dir}
         name = f"{candidate.name}-{form.suffix}"
         models[name] = str(steps.run(f"export {name}", steps.folder("exports", name, export_settings),
-                                     lambda target, _, s=export_settings: export_onnx(**s, out=str(target))))
+                                     lambda target, _, s=export_settings: export_onnx(**s, out=str(target)),
+                                     export_settings))
         forms[name] = form
     dev = _dev_accuracy(plan, steps, models, f"dev-{candidate.name}")
     verdicts = {}
@@ -243,7 +245,8 @@ def _compare_strategies(plan: _Plan, steps: Steps, base: dict, finetuned: str, s
             settings.pop("finetuned_teacher")
         name = f"{shape.name}-{strategy}"
         made[name] = str(steps.run(f"distill {name} (for comparison)", steps.folder("students", name, settings),
-                                   lambda target, resume, s=settings: distill(**s, out=str(target), resume=resume)))
+                                   lambda target, resume, s=settings: distill(**s, out=str(target), resume=resume),
+                                   settings))
     return made
 
 
@@ -256,7 +259,7 @@ def _run_bench_step(steps: Steps, label: str, kind_name: str, settings: dict) ->
     from kdcompress import run_bench
 
     folder = steps.run(label, steps.folder("bench", kind_name, settings),
-                       lambda target, _: run_bench(**settings, out=str(target), console=console))
+                       lambda target, _: run_bench(**settings, out=str(target), console=console), settings)
     return read_json(folder / "bench.json", what="bench report")
 
 
