@@ -150,7 +150,8 @@ def _run(plan: _Plan) -> CompressResult:
                                 teacher_config.hidden_size)
     # compress reads every student's dev accuracy itself (on each exported form): distill's own closing evaluation
     # would be the same work again
-    base = {"evaluate": False, **cfg.distill, **plan.common, "seed": cfg.seed, "teacher": teacher}
+    base = {"evaluate": False, **cfg.distill, **plan.common, "seed": cfg.seed, "teacher": teacher,
+            "teacher_logits_cache": str(plan.out / "work" / "teacher-logits")}
     if cfg.finetuned_teacher:
         finetuned = cfg.finetuned_teacher
     elif teacher_loading.is_finetuned_for(teacher_config, plan.task):

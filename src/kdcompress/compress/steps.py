@@ -18,7 +18,7 @@ from kdcompress.reuse import record_settings, settings_hash
 console = Console(stderr=True)
 
 # Settings that change where or how a step runs, not what it makes.
-_NOT_PART_OF_THE_RESULT = {"out", "resume", "overwrite", "progress", "quiet", "command"}
+_NOT_PART_OF_THE_RESULT = {"out", "resume", "overwrite", "progress", "quiet", "command", "teacher_logits_cache"}
 
 
 def result_settings(settings: dict[str, Any]) -> dict[str, Any]:

@@ -78,6 +78,10 @@ class DistillConfig(Settings):
     alpha: float = setting(0.5, help="Weight of the KD term against cross-entropy.")
     finetune_hidden_weight: float = setting(0.0, help="Hidden-state loss weight in fine-tuning KD.")
 
+    teacher_logits_cache: str | None = setting(None, help="Folder that keeps the fine-tuned teacher's logits on "
+                                               "the KD training set, reused by later students of the same teacher, "
+                                               "texts and --max-length (compress sets it).")
+
     kd_transfer: str = setting("source", help="Text the fine-tuned teacher's soft labels cover in KD during "
                                "fine-tuning: source (the labelled source-language data), corpus (unlabeled --corpus "
                                "text of the source and target languages; cross-entropy stays on the source labels) "

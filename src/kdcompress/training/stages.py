@@ -8,6 +8,7 @@ and `teacher` (the fine-tuned teacher).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
 from kdcompress.errors import KDCompressError
-from kdcompress.training import teacher_loading
+from kdcompress.training import logits_cache, teacher_loading
 from kdcompress.training.batching import TextBatcher
 from kdcompress.training.loop import LoopSettings
 from kdcompress.training.recipes.finetune import finetune
@@ -155,8 +156,10 @@ def finetune_kd_stage(setup: RunSetup, outputs: StageOutputs, checkpoint_dir: Pa
     batcher = TextBatcher(setup.tokenizer, [e.text for e in transfer.examples], [e.text_pair for e in transfer.examples],
                           [e.label for e in transfer.examples], max_length=setup.max_length,
                           kd_mask=None if all(transfer.kd_mask) else transfer.kd_mask)
+    cache = (None if cfg.teacher_logits_cache is None else
+             partial(logits_cache.teacher_logits, cfg.teacher_logits_cache, outputs.teacher, batcher))
     result = finetune_kd(student=student, teacher=teacher, batcher=batcher, settings=settings, loss=loss,
-                         id_map=setup.id_map)
+                         id_map=setup.id_map, teacher_logits=cache)
     return student, setup.student_tokenizer, result, settings
 
 
