@@ -151,3 +151,23 @@ def test_pair_transfer_set_keeps_every_language_under_a_cap(data_dir):
     assert len(unlabeled) == 30 and all(e.text_pair for e in unlabeled)
     dev = {lang: {e.text for e in task.load("dev", lang, data_dir=data_dir)} for lang in ("de", "fr", "zh")}
     assert [sum(e.text in dev[lang] for e in unlabeled) for lang in dev] == [10, 10, 10]
+
+
+def test_teacher_logits_are_computed_once_per_teacher_and_transfer_set(tmp_path, tiny_teacher_dir, data_dir):
+    from safetensors.torch import load_file
+
+    teacher = distill(out=str(tmp_path / "first"), strategy="transfer", student_layers=2,
+                      teacher_logits_cache=str(tmp_path / "cache"), **{
+                          k: v for k, v in _settings(tiny_teacher_dir, data_dir).items() if k != "student_layers"})
+    cache = list((tmp_path / "cache").iterdir())
+    assert len(cache) == 1 and load_file(str(cache[0]))["logits"].shape == (701 + 24, 7)
+    finetuned = str(tmp_path / "first" / "teacher")
+    assert (tmp_path / "first" / "teacher" / "config.json").is_file(), teacher.out
+    # A second student of the same fine-tuned teacher and transfer set reads them; it trains exactly as without.
+    again = dict(_settings(tiny_teacher_dir, data_dir), student_layers=1, finetuned_teacher=finetuned)
+    cached = distill(out=str(tmp_path / "cached"), strategy="transfer", teacher_logits_cache=str(tmp_path / "cache"),
+                     **again)
+    fresh = distill(out=str(tmp_path / "fresh"), strategy="transfer", **again)
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    a, b = (load_file(str(r.out / "model.safetensors")) for r in (cached, fresh))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -26,6 +26,7 @@ from kdcompress.data.corpus_builder import CorpusConfig
 from kdcompress.deploy.config import ExportConfig
 from kdcompress.errors import KDCompressError
 from kdcompress.experiment.config import ExperimentConfig
+from kdcompress.faults import report_fault
 from kdcompress.runtime.predict import PredictConfig
 from kdcompress.settings import merged
 from kdcompress.training.config import DistillConfig
@@ -54,6 +55,8 @@ def user_errors(fn: Callable) -> Callable:
                               "finetune-teacher and experiment keep finished stages and checkpoints, so rerun the "
                               "same command (with --resume for distill) to continue")
             raise typer.Exit(code=130) from None
+        except Exception as exc:  # an OS fault (full disk, EACCES, closed pipe) or a Ctrl-C a library wrapped
+            raise typer.Exit(code=report_fault(exc, err_console)) from None
 
     return wrapper
 
@@ -136,10 +139,7 @@ def predict_command(**values) -> None:
     settings = merged(PredictConfig, values["config"], given(values))
     from kdcompress.runtime.predict import predict_file
 
-    result = predict_file(settings)
-    if result.bad_rows and not result.rows:
-        raise KDCompressError(f"no row of {settings.input} could be read ({len(result.bad_rows)} bad rows, e.g. line "
-                              f"{result.bad_rows[0].line}: {result.bad_rows[0].reason}); fix the input file")
+    predict_file(settings)  # it refuses an input without one readable row before publishing anything
 
 
 MODELS_HELP = ("NAME=PATH of a model directory or an exported directory; repeat for every model (PATH alone: "

@@ -127,3 +127,6 @@ def read_json(path: str | os.PathLike, *, what: str) -> Any:
         raise KDCompressError(f"{what} not found at {path}; point to a directory kdcompress produced") from None
     except json.JSONDecodeError as exc:
         raise KDCompressError(f"{what} at {path} is corrupt ({exc.msg}); delete it and rerun the stage that made it") from None
+    except UnicodeDecodeError:
+        raise KDCompressError(f"{what} at {path} is corrupt (not UTF-8 text); delete it and rerun the stage that "
+                              "made it") from None

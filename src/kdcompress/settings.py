@@ -9,6 +9,7 @@ line, before any work starts, so a typo in a TOML table never surfaces after hou
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -18,6 +19,10 @@ from typing import Any, ClassVar, TypeVar
 from kdcompress.errors import KDCompressError
 
 S = TypeVar("S", bound="Settings")
+
+#: The shortest --max-length any command accepts: [CLS], [SEP] and a few tokens of text. One number for distill,
+#: bench and predict, so that a length one command trains with is one the others can serve and measure.
+MIN_MAX_LENGTH = 8
 _MISSING = dataclasses.MISSING
 
 
@@ -64,11 +69,15 @@ def coerce(value: Any, hint: Any, *, where: str) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
+        refusals = []
         for arg in (a for a in args if a is not type(None)):
             try:
                 return coerce(value, arg, where=where)
-            except KDCompressError:
-                continue  # try the union's next type; the message below names them all
+            except KDCompressError as exc:
+                refusals.append(str(exc))  # try the union's next type; the message below names them all
+        finite = [message for message in refusals if "finite" in message]
+        if finite:  # the value had the right type but is inf or nan: say so, not "must be a number"
+            raise KDCompressError(finite[0])
         raise KDCompressError(f"{where} must be {_type_name(hint)}, not {value!r}")
     if origin is dict:
         key_hint, value_hint = typing.get_args(hint)
@@ -95,13 +104,20 @@ def coerce(value: Any, hint: Any, *, where: str) -> Any:
             except ValueError:
                 pass
     elif hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value.strip())
+                number = float(value.strip())
             except ValueError:
                 pass
+        if number is not None:
+            # Every command's numbers pass here: inf or nan (TOML and float() both accept them) would train or
+            # measure without a word and publish NaN weights, so they are refused once, for every setting.
+            if not math.isfinite(number):
+                raise KDCompressError(f"{where} must be a finite number, not {value!r}")
+            return number
     elif hint is str:
         if isinstance(value, str):
             return value

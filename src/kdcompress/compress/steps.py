@@ -1,4 +1,5 @@
-"""Each step of `compress` writes one folder under work/, named by a hash of the settings that made it.
+"""Each step of `compress` writes one folder under work/, named by a hash of the settings that made it
+(kdcompress.reuse's rule, with the record written into the folder).
 
 So a step is reused only when its settings match (a changed setting makes a new folder, never an old result
 under new settings), and an interrupted run continues where it stopped: distill resumes its `.partial` folder,
@@ -6,23 +7,22 @@ the other steps publish atomically and simply run again."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from rich.console import Console
 
+from kdcompress.reuse import record_settings, settings_hash
+
 console = Console(stderr=True)
 
 # Settings that change where or how a step runs, not what it makes.
-_NOT_PART_OF_THE_RESULT = {"out", "resume", "overwrite", "progress", "quiet", "command"}
+_NOT_PART_OF_THE_RESULT = {"out", "resume", "overwrite", "progress", "quiet", "command", "teacher_logits_cache"}
 
 
-def settings_key(settings: dict[str, Any]) -> str:
-    chosen = {k: v for k, v in settings.items() if k not in _NOT_PART_OF_THE_RESULT}
-    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:10]
+def result_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k not in _NOT_PART_OF_THE_RESULT}
 
 
 class Steps:
@@ -32,10 +32,12 @@ class Steps:
         self.reused: list[str] = []
 
     def folder(self, kind: str, name: str, settings: dict[str, Any]) -> Path:
-        return self.work / kind / f"{name}-{settings_key(settings)}"
+        return self.work / kind / f"{name}-{settings_hash(result_settings(settings))}"
 
-    def run(self, label: str, target: Path, make: Callable[[Path, bool], Any]) -> Path:
-        """`make(target, resume)` unless `target` exists; `resume` when an interrupted distill left `.partial`."""
+    def run(self, label: str, target: Path, make: Callable[[Path, bool], Any],
+            settings: dict[str, Any] | None = None) -> Path:
+        """`make(target, resume)` unless `target` exists; `resume` when an interrupted distill left `.partial`.
+        `settings` (those `folder` named it by) are recorded in the finished folder."""
         if target.exists():
             console.print(f"[dim]{label}: reused {target} (same settings)[/]")
             self.reused.append(label)
@@ -44,5 +46,7 @@ class Steps:
         started = time.perf_counter()
         target.parent.mkdir(parents=True, exist_ok=True)
         make(target, target.with_name(target.name + ".partial").exists())
+        if settings is not None:
+            record_settings(target, result_settings(settings))
         self.timings[label] = round(time.perf_counter() - started, 1)
         return target

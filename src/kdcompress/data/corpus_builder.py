@@ -24,9 +24,10 @@ German and Russian text), `"never"` not at all.
 Test splits are never read for their text. Every file under the data folder whose path has a
 `test` component (`test.tsv`, `test-de.tsv`, `test_unlabeled/`, `*-ud-test.conllu`, ...) is read only
 into a decontamination set, whatever task or treebank it belongs to, and any gathered sentence that
-appears there verbatim is dropped. Sentences are compared after NFC normalisation with all whitespace
-removed, so a tokenised copy ("Hello , world .") matches its raw form ("Hello, world."); the same key
-deduplicates within a language (the first occurrence, in the table's order, is kept).
+appears there is dropped. Sentences are compared by `match_key`: NFKC, case-folded, letters, marks and digits
+only, so a tokenised copy ("Hello , world .") and a copy with other case, punctuation or quote marks ("hello world")
+match the raw form ("Hello, world."); the same key deduplicates within a language (the first occurrence, in the
+table's order, is kept). An unreadable folder or file under the data folder is refused, never skipped.
 
 Each gathered line goes to exactly one count of its source: `too_short` (empty, or under `min_chars`
 characters, whitespace excluded and wide CJK/kana/hangul characters counted twice),
@@ -49,7 +50,8 @@ from typing import Any, Iterable
 from kdcompress.data.languages import parse_lang_list
 from kdcompress.data.tasks import DATA_DIR_ENV, TASKS
 from kdcompress.data.corpus_sources import (FAMILIES, Source, any_text, clean, discover, guard_not_test, is_test_path,
-                                            iso_code, sentence_key, test_files, text_width)
+                                            iso_code, match_key, sentence_key, test_files, text_width,
+                                            unreadable_paths)
 from kdcompress.errors import KDCompressError
 from kdcompress.io import atomic_output_dir, check_writable_output, write_json_atomic
 from kdcompress.settings import Settings, build, setting
@@ -180,11 +182,18 @@ def build_corpus(config: CorpusConfig | None = None, **overrides: Any) -> Corpus
     cfg = build(CorpusConfig, config, overrides)
     root = _data_root(cfg.data_dir)
     out = check_writable_output(cfg.out, cfg.overwrite, inputs=[root])  # before any reading
+    unreadable = unreadable_paths(root, skip=out.resolve())
+    if unreadable:
+        raise KDCompressError(f"cannot read {unreadable[0]} in the data folder"
+                              f"{f' (and {len(unreadable) - 1} more)' if len(unreadable) > 1 else ''}: its text and "
+                              "test files would drop out of the corpus and of decontamination; make it readable "
+                              "(chmod) or remove it")
 
     discovered = discover(root)
     if not discovered:
         raise KDCompressError(f"data folder {root} holds no train/dev text ({', '.join(FAMILIES)}); pass --data-dir "
                               "pointing to a folder laid out like shared/data")
+    _refuse_unmatched_excludes(cfg.exclude, discovered)
     available = sorted({s.lang for s in discovered})
     langs = _resolve_langs(cfg.langs, available)
     sources = _select(discovered, langs, cfg)
@@ -200,7 +209,7 @@ def build_corpus(config: CorpusConfig | None = None, **overrides: Any) -> Corpus
             bar.update(task, description=f"test (decontamination) {path.relative_to(root)}")
             before = len(contaminating)
             with _utf8_or_error(path, None):
-                contaminating.update(k for k in map(sentence_key, any_text(path)) if k)
+                contaminating.update(k for k in map(match_key, any_text(path)) if k)
             test_report.append({"path": str(path.relative_to(root)), "new_keys": len(contaminating) - before})
             bar.advance(task, path.stat().st_size)
         for source in sources:
@@ -212,8 +221,8 @@ def build_corpus(config: CorpusConfig | None = None, **overrides: Any) -> Corpus
                 for raw in source.read(source.path):
                     counts["read"] += 1
                     text = clean(raw)
-                    key = sentence_key(text)
-                    if not key or text_width(key) < cfg.min_chars:
+                    key = match_key(text)
+                    if not key or text_width(sentence_key(text)) < cfg.min_chars:
                         counts["too_short"] += 1
                     elif key in contaminating:
                         counts["contaminated"] += 1
@@ -251,6 +260,16 @@ def build_corpus(config: CorpusConfig | None = None, **overrides: Any) -> Corpus
             manifest["languages"][lang]["sha256"] = _sha256(path)
         write_json_atomic(tmp / MANIFEST, manifest)
     return CorpusResult(out=out, counts={lang: len(chosen[lang]) for lang in langs}, manifest=manifest)
+
+
+def _refuse_unmatched_excludes(exclude: list[str], discovered: list) -> None:
+    """An --exclude that names no source of this folder excludes nothing: most likely a typo, so say so."""
+    names = {s.name for s in discovered} | {s.family for s in discovered}
+    unmatched = [item for item in exclude if item not in names]
+    if unmatched:
+        shown = ", ".join(sorted({s.family for s in discovered}) + sorted({s.name for s in discovered})[:8])
+        raise KDCompressError(f"--exclude {unmatched[0]!r} matches no source in this data folder, so it would "
+                              f"exclude nothing; use a family or manifest name it holds ({shown}, ...)")
 
 
 @contextlib.contextmanager
@@ -303,8 +322,9 @@ def _manifest(cfg: CorpusConfig, root: Path, langs: list[str], stats, quotas, un
                    "kept_min": min(kept), "kept_median": statistics.median(kept), "kept_max": max(kept)},
         "sources": {name: _total(rows) for name, rows in by_source.items()},
         "languages": languages,
-        "decontamination": {"rule": "a gathered line is dropped when its text, NFC-normalised with all whitespace "
-                                    "removed, equals any text of any test file",
+        "decontamination": {"rule": "a gathered line is dropped when its text, NFKC-normalised and case-folded "
+                                    "with everything but letters, marks and digits removed, equals any text of "
+                                    "any test file so normalised",
                             "test_files": test_report, "test_keys": test_keys},
         "counts": {name: {"read": "lines gathered",
                           "too_short": f"empty or under {cfg.min_chars} characters (wide count 2)",

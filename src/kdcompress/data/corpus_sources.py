@@ -6,8 +6,8 @@ See corpus_builder.py for what is read per language and why.
 
 from __future__ import annotations
 
-import csv
 import json
+import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from kdcompress.data.languages import FLORES_TO_ISO
+from kdcompress.data.tasks import tsv_lines, unquote_field
 from kdcompress.data.ud_reader import conllu_sentences, udpos_sentences
 from kdcompress.errors import KDCompressError
 
@@ -46,6 +47,33 @@ def sentence_key(text: str) -> str:
     return unicodedata.normalize("NFC", "".join(text.split()))
 
 
+def match_key(text: str) -> str:
+    """What 'the same sentence' means for decontamination and deduplication: NFKC, case-folded, letters, marks and
+    digits only. A test sentence that differs from a corpus line only in case, punctuation, quote marks, spacing or
+    compatibility forms (full-width letters, ligatures) still counts as the same sentence and is kept out."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(char for char in folded if unicodedata.category(char)[0] in "LMN")
+
+
+def unreadable_paths(root: Path, skip: Path | None = None) -> list[Path]:
+    """Folders and files under `root` (hidden ones and `skip` aside) that this process may not read: a silently
+    skipped folder would drop its text from the corpus and, worse, its test files from decontamination."""
+    found: list[Path] = []
+
+    def note(error: OSError) -> None:
+        found.append(Path(error.filename))
+
+    for folder, dirs, files in os.walk(root, onerror=note):
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and (skip is None or here / d != skip)]
+        for name in dirs:
+            if not os.access(here / name, os.R_OK | os.X_OK):
+                found.append(here / name)
+        found.extend(here / name for name in files
+                     if not name.startswith(".") and not os.access(here / name, os.R_OK))
+    return sorted(set(found))
+
+
 def text_width(key: str) -> int:
     """Length for `min_chars`: a wide East Asian character carries about two Latin letters' worth of text."""
     return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in key)
@@ -60,8 +88,10 @@ def is_test_path(relative: Path) -> bool:
 def _tsv_rows(path: Path, *, quoted: bool = False) -> Iterator[list[str]]:
     """Rows of a TSV file. XNLI and PAWS-X are raw (`quoted=False`); SIB-200 was written by pandas, with
     CSV quoting: a text holding a quote is wrapped in quotes and its quotes doubled."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        yield from csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
+    text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
+    for _, row in tsv_lines(text):  # one line, one row: an unclosed quote must not swallow the lines after it
+        if row:
+            yield [unquote_field(field) for field in row] if quoted else row
 
 
 def _unquote(field: str) -> str | None:

@@ -7,14 +7,12 @@ which is what users with network access run.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 from kdcompress.data.languages import FLORES_TO_ISO, ISO_TO_FLORES
 from kdcompress.errors import KDCompressError, describe
@@ -64,27 +62,40 @@ def _tab_names(columns: tuple[str, ...]) -> str:
     return "<TAB>".join(columns)
 
 
+def unquote_field(field: str) -> str:
+    """A field that pandas wrapped in quotes (its inner quotes doubled) as its text; any other field as it is."""
+    if len(field) >= 2 and field[0] == field[-1] == '"':
+        return field[1:-1].replace('""', '"')
+    return field
+
+
+def tsv_lines(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of every line, split at tabs without quote processing: one line is always one row.
+
+    A CSV reader with quoting lets a text that starts with an unclosed quote swallow every following line into one
+    field, silently dropping rows; split here, a bad row can only fail its own column check."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        yield number, (line.split("\t") if line.strip() else [])
+
+
 def _read_tsv(path: Path, *, columns: tuple[str, ...], header: bool,
-              quoting: int = csv.QUOTE_NONE) -> list[tuple[str, list[str]]]:
+              unquote: bool = False) -> list[tuple[str, list[str]]]:
     """The rows of a tab-separated file as (where, fields), where = "<path>, line <n>" for error messages.
 
-    Every row must have exactly len(columns) fields, none of them empty; blank lines are skipped. With
-    `header`, the first line must be the column names (a missing header is an error, never a lost row).
-    SIB-200's files were written with CSV quoting (a text holding quotes is wrapped in quotes, inner ones
-    doubled), so they are read with QUOTE_MINIMAL; XNLI and PAWS-X carry raw quotes and use QUOTE_NONE.
+    Every line is one row (no quote processing): every row must have exactly len(columns) fields, none of them
+    empty; blank lines are skipped. With `header`, the first line must be the column names (a missing header is
+    an error, never a lost row). SIB-200's files were written by pandas with CSV quoting (a text holding quotes is
+    wrapped in quotes, inner ones doubled): `unquote` turns such fields back into their text. XNLI and PAWS-X carry
+    raw quotes.
     """
     text = _read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=quoting)
     rows: list[tuple[str, list[str]]] = []
     expect_header = header
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise KDCompressError(f"{path}, line {reader.line_num}: unreadable row ({exc}); fix or delete it") from None
-        where = f"{path}, line {reader.line_num}"
+    for number, row in tsv_lines(text):
+        where = f"{path}, line {number}"
+        if unquote:
+            row = [unquote_field(field) for field in row]
         if not row:
             continue
         if expect_header:
@@ -190,7 +201,7 @@ SIB_COLUMNS = ("index_id", "category", "text")  # the header line every local SI
 
 def _sib_local(task: Task, folder: Path, split: str, lang: str) -> list[Example]:
     rows = _read_tsv(folder / "sib200" / ISO_TO_FLORES[lang] / f"{split}.tsv", columns=SIB_COLUMNS, header=True,
-                     quoting=csv.QUOTE_MINIMAL)
+                     unquote=True)
     return [Example(text, None, task.label_index(category, where=where)) for where, (_, category, text) in rows]
 
 

@@ -157,7 +157,10 @@ def export_onnxruntime_step(run: ExportRun, staging: Path, parity: Parity, check
     config, ui = run.config, run.ui
     current, final_check = fp32_path, fp32_check
     run.report["optimize"] = {"enabled": config.optimize}
-    if config.optimize:
+    if config.optimize and not getattr(run.source.config, "num_hidden_layers", 1):
+        run.report["optimize"] = {"enabled": False, "reason": "no transformer layer to fuse (static student)"}
+        ui.note("--optimize skipped: a static student has no transformer layer to fuse")
+    elif config.optimize:
         current, final_check = _optimize(run, parity, fp32_path)
     if config.quantize != "none":  # the fp32 ONNX model (fused or not) is what int8 is measured against
         current = int8_step(run, current, check)

@@ -18,7 +18,7 @@ from kdcompress.model_config import input_length_limit
 from kdcompress.model_check import check_model_dir_tokenizer, check_weights_readable
 from kdcompress.quiet import quiet_block
 
-SUPPORTED_MODEL_TYPES = ("bert", "distilbert", "roberta", "xlm-roberta", "camembert", "electra")
+SUPPORTED_MODEL_TYPES = ("bert", "distilbert", "roberta", "xlm-roberta", "camembert", "electra", "kdcompress-static")
 GRAPH_INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")  # Optimum's order
 SAMPLE_TEXTS = ("kdcompress exports this model.",
                 "Ein zweiter, etwas längerer Satz, damit die Maske auch Nullen enthält.")
@@ -59,6 +59,9 @@ def inspect_model_dir(model_dir: str | os.PathLike) -> SourceModel:
     model's vocabulary. The returned SourceModel has no `model` yet (see `load_model_dir`)."""
     from transformers import AutoConfig
 
+    from kdcompress.static_model import register_static_student
+
+    register_static_student()  # kdcompress's own static student (--student-layers 0) loads without remote code
     path = Path(model_dir)
     if not path.is_dir():
         raise KDCompressError(f"model directory {path} does not exist; pass a directory made by "

@@ -79,6 +79,13 @@ class ExperimentConfig(Settings):
                                       "general students itself (reuse_general_student)")
         if not self.seeds:
             raise KDCompressError("an experiment needs at least one seed")
+        repeated = sorted({seed for seed in self.seeds if self.seeds.count(seed) > 1})
+        if repeated:  # a repeated seed trains the same student again and would fake a mean and std over seeds
+            raise KDCompressError(f"seeds repeat {', '.join(map(str, repeated))}; each seed trains one student, so "
+                                  "give distinct seeds")
+        repeated = sorted({name for name in self.strategies if self.strategies.count(name) > 1})
+        if repeated:
+            raise KDCompressError(f"strategies repeat {', '.join(repeated)}; list each strategy once")
         if self.quantize not in EXPERIMENT_QUANTIZE:
             raise KDCompressError("quantize must be dynamic or none (static int8 needs calibration data: "
                                   "use `kdcompress export-onnx --quantize static` on a student)")

@@ -14,6 +14,8 @@ from rich.console import Console
 
 from kdcompress.data.tasks import get_task, normalise_lang, resolve_languages
 from kdcompress.experiment.config import IMPORTABLE_TEACHERS, ExperimentConfig
+from kdcompress.experiment.step_settings import (TEACHER_SETTINGS, legacy_settings, student_settings,
+                                                 subset_settings, teacher_settings)
 from kdcompress.experiment.report import ExperimentOutcome, print_summary, write_experiment_report
 from kdcompress.experiment.summary import ModelRef, aggregate, assess_claims
 from kdcompress.experiment.teacher_size import load_compared, teacher_facts, teacher_size_claims
@@ -21,6 +23,7 @@ from kdcompress.errors import KDCompressError
 from kdcompress.io import check_writable_output, read_json
 from kdcompress.locks import output_lock
 from kdcompress.runtime.registry import get_runtime
+from kdcompress.reuse import describe_changes, place_step, record_settings
 from kdcompress.training.config import DistillConfig
 from kdcompress.training.strategies import get_strategy
 
@@ -28,22 +31,28 @@ console = Console(stderr=True)
 
 
 class _Steps:
-    """Runs each named step once; an existing output directory means the step is done."""
+    """Runs each named step once per set of settings (kdcompress.reuse): a folder made with the same settings is
+    reused; one made with other settings stays, and the step runs again into a folder named by the settings' hash."""
 
     def __init__(self, out: Path):
         self.out = out
         self.timings: dict[str, float] = {}
 
-    def __call__(self, name: str, target: Path, make) -> Path:
-        if target.exists():
-            console.print(f"[dim]{name}: {target} exists, reused[/]")
-            return target
+    def __call__(self, name: str, target: Path, make, settings: dict, legacy=None) -> Path:
+        place = place_step(target, settings, legacy)
+        if place.reuse:
+            console.print(f"[dim]{name}: {place.folder} exists, made with these settings: reused[/]")
+            return place.folder
+        if place.moved:
+            console.print(f"[yellow]{name}: {target} was made with other settings ({describe_changes(place.changed)})"
+                          f"; running it again into {place.folder}[/]")
         console.rule(f"[bold]{name}")
         started = time.perf_counter()
-        partial = target.with_name(target.name + ".partial")
-        make(target, partial.exists())  # a .partial folder is an interrupted distill: resume it
+        partial = place.folder.with_name(place.folder.name + ".partial")
+        make(place.folder, partial.exists())  # a .partial folder is an interrupted distill: resume it
+        record_settings(place.folder, settings)
         self.timings[name] = round(time.perf_counter() - started, 1)
-        return target
+        return place.folder
 
 
 # The settings that shape a general student: arms that agree on these share one.
@@ -56,6 +65,11 @@ _PRETRAINING_SETTINGS = ("student_layers", "student_hidden", "layer_selection", 
 
 # Settings added later: part of the key only when set, so that general students made before keep their names.
 _LATER_PRETRAINING_SETTINGS = ("pretrain_batch_size",)
+
+
+# What a general student's record holds: the settings that shape it, and where it comes from.
+_GENERAL_STUDENT_SETTINGS = (*_PRETRAINING_SETTINGS, *_LATER_PRETRAINING_SETTINGS, "teacher", "seed", "task",
+                             "data_dir", "source_lang", "target_langs")
 
 
 def _pretraining_key(settings: dict) -> str:
@@ -152,7 +166,9 @@ class _GeneralStudents:
                 f"distill general student ({arm})", self.out / "students" / f"general-{key}",
                 lambda target, resume: distill(**{**settings, "strategy": "general", "kd_transfer": "source"},
                                                teacher=self.teacher, seed=self.cfg.seeds[0], out=str(target),
-                                               resume=resume, **self.common)))
+                                               resume=resume, **self.common),
+                subset_settings({**settings, "teacher": self.teacher, "seed": self.cfg.seeds[0], **self.common},
+                                _GENERAL_STUDENT_SETTINGS), legacy_settings(_GENERAL_STUDENT_SETTINGS)))
         self.of_arm[arm] = self.made[key]
         return self.made[key]
 
@@ -201,7 +217,7 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
     teacher = cfg.teacher
     if teacher in IMPORTABLE_TEACHERS:
         teacher = str(steps(f"import teacher ({teacher})", out / "teachers" / "general",
-                            lambda target, _: import_teacher(cfg.teacher, target)))
+                            lambda target, _: import_teacher(cfg.teacher, target), {"teacher": cfg.teacher}))
         _check_steps(cfg, teacher, common)
     if cfg.stop_after == "general-students":
         return _general_students_only(cfg, out, steps, teacher, common)
@@ -213,7 +229,9 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
         finetuned = str(steps("fine-tune the teacher", out / "teachers" / "finetuned",
                               lambda target, resume: finetune_teacher(
                                   teacher=teacher, out=str(target), resume=resume, seed=cfg.seeds[0],
-                                  **common, **distill_settings)))
+                                  **common, **distill_settings),
+                              teacher_settings({**distill_settings, **common, "teacher": teacher, "seed": cfg.seeds[0]}),
+                              legacy_settings(TEACHER_SETTINGS)))
 
     refs = [ModelRef("teacher", "teacher", None, "pytorch")]
     models = {"teacher": finetuned}
@@ -229,7 +247,10 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
             path = steps(f"distill {name}", out / "students" / name,
                          lambda target, resume, settings=settings, seed=seed, general=general: distill(
                              **settings, teacher=teacher, finetuned_teacher=finetuned, general_student=general,
-                             seed=seed, out=str(target), resume=resume, **common))
+                             seed=seed, out=str(target), resume=resume, **common),
+                         student_settings({**settings, "teacher": teacher, "finetuned_teacher": finetuned,
+                                           "general_student": general, "seed": seed, **common}),
+                         legacy_settings())
             models[name] = str(path)
             step_dirs.setdefault(f"{arm} (fine-tuning stages)" if general else arm, []).append(str(path))
             refs.append(ModelRef(name, arm, seed, "pytorch"))
@@ -256,22 +277,23 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
             path = steps(f"export {form_name}", out / folder / form_name,
                          lambda target, _, name=name, runtime=runtime, quantize=quantize, table=export_table:
                          export_onnx(model_dir=models[name], out=str(target), runtime=runtime, quantize=quantize,
-                                     task=cfg.task, langs=[source, *targets], data_dir=cfg.data_dir, **table))
+                                     task=cfg.task, langs=[source, *targets], data_dir=cfg.data_dir, **table),
+                         # the settings the step is reused on: as before for the forms' defaults, so that
+                         # finished exports are kept
+                         {"model_dir": models[name], **({"runtime": runtime} if runtime != "onnxruntime" else {}),
+                          **({"quantize": quantize} if quantize != "none" else {}), "task": cfg.task,
+                          "langs": [source, *targets], "data_dir": cfg.data_dir, **export_table})
             models[form_name] = str(path)
             group = "teacher" if name == "teacher" else name.rsplit("-s", 1)[0]
             refs.append(ModelRef(form_name, group, None if name == "teacher" else cfg.seeds[0],
                                  "int8" if runtime == "onnxruntime" else runtime))
             latency_models.append(form_name)
 
-    bench_dir = out / "bench"
-    run = lambda target, _, overwrite=False: run_bench(  # noqa: E731
-        models=models, baseline="teacher", out=str(target), latency_models=latency_models, overwrite=overwrite,
-        **common, **cfg.bench)
-    steps("benchmark", bench_dir, run)
+    run = lambda target, _: run_bench(  # noqa: E731
+        models=models, baseline="teacher", out=str(target), latency_models=latency_models, **common, **cfg.bench)
+    bench_dir = steps("benchmark", out / "bench", run, {"models": models, "latency_models": latency_models,
+                                                        "baseline": "teacher", **common, **cfg.bench})
     payload = read_json(bench_dir / "bench.json", what="bench report")
-    if payload["settings"]["models"] != models:  # seeds or strategies were added since: measure again
-        steps.timings["benchmark"] = 0.0
-        payload = run(bench_dir, False, overwrite=True).payload
     summary = aggregate(refs, payload["accuracy"], payload["headline"], source_lang=source)
     transfer_arms = tuple(arm for arm, strategy, settings in cfg.arm_list()
                           if "finetune_kd" in get_strategy(strategy).stages

@@ -60,23 +60,35 @@ def _parse_tsv(line: int, text: str) -> InputRow | BadRow:
         return BadRow(line, f"{len(columns)} tab-separated columns; a .tsv row is TEXT or TEXT<TAB>PAIR")
     if not columns[0].strip():
         return BadRow(line, "empty text before the tab")
+    if len(columns) == 2 and not columns[1].strip():
+        return BadRow(line, "empty text after the tab; drop the tab or give the second text")
     return InputRow(line, columns[0], columns[1] if len(columns) == 2 else None)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")  # Python's json reads NaN and Infinity; the output must stay JSON
 
 
 def _parse_jsonl(line: int, text: str) -> InputRow | BadRow:
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         return BadRow(line, f"not valid JSON ({exc.msg} at column {exc.colno})")
+    except ValueError as exc:
+        return BadRow(line, f"{exc}; write null or a string")
     if not isinstance(value, dict):
         return BadRow(line, 'not a JSON object; write {"text": ..., "text_pair": ...}')
     if "text" not in value:
         return BadRow(line, 'no "text" field')
     if not isinstance(value["text"], str):
         return BadRow(line, f'"text" is a {type(value["text"]).__name__}, not a string')
+    if not value["text"].strip():
+        return BadRow(line, '"text" is empty; an empty text has no label')
     pair = value.get("text_pair")
     if pair is not None and not isinstance(pair, str):
         return BadRow(line, f'"text_pair" is a {type(pair).__name__}, not a string')
+    if pair is not None and not pair.strip():
+        return BadRow(line, '"text_pair" is empty; leave it out or give the second text')
     return InputRow(line, value["text"], pair, value.get("id"))
 
 
@@ -120,6 +132,8 @@ def _decode(lines: Iterable[bytes]) -> Iterator[tuple[int, str | BadRow]]:
 def open_input(path: str | os.PathLike) -> IO[bytes]:
     """The input as a binary stream: stdin for "-", else the file (one clear line if it is missing)."""
     if str(path) == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise KDCompressError("--input - reads stdin, which is closed; pipe the texts in or pass --input FILE")
         return sys.stdin.buffer
     try:
         return open(path, "rb")

@@ -23,7 +23,7 @@ from kdcompress.errors import KDCompressError
 from kdcompress.runtime.backends import runtime_choices
 from kdcompress.runtime.registry import RUNTIMES
 from kdcompress.runtime.inputs import FORMATS, BadRow, InputRow, input_format, open_input, read_inputs
-from kdcompress.settings import Settings, build, setting
+from kdcompress.settings import MIN_MAX_LENGTH, Settings, build, setting
 
 SHOWN_BAD_ROWS = 10
 
@@ -67,10 +67,10 @@ class PredictConfig(Settings):
         precisions = list(dict.fromkeys(p for row in RUNTIMES.values() for p in row.precisions))
         if self.precision is not None and self.precision not in precisions:
             raise KDCompressError(f"--precision {self.precision!r} is not one of {', '.join(precisions)}")
-        for name in ("batch_size", "chunk_size", "threads", "max_length"):
+        for name, minimum in (("batch_size", 1), ("chunk_size", 1), ("threads", 1), ("max_length", MIN_MAX_LENGTH)):
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise KDCompressError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
+            if value is not None and value < minimum:
+                raise KDCompressError(f"--{name.replace('_', '-')} must be at least {minimum}, not {value}")
         return self
 
 
@@ -123,6 +123,8 @@ def _count_lines(path: str) -> int | None:
 def atomic_text_file(out: str, *, overwrite: bool) -> Iterator[IO[str]]:
     """A text stream that becomes `out` only if the block succeeds ("-": stdout, written as it goes)."""
     if out == "-":
+        if sys.stdout is None or sys.stdout.closed:
+            raise KDCompressError("--out - writes to stdout, which is closed; pass --out FILE.jsonl")
         yield sys.stdout
         return
     path = Path(out)
@@ -152,7 +154,7 @@ def _output_line(row: InputRow, prediction: Any, include_text: bool) -> str:
         if row.text_pair is not None:
             record["text_pair"] = row.text_pair
     record.update(prediction.to_json())
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def _summary(console: Any, result: PredictResult, threads: int | None) -> None:
@@ -186,8 +188,11 @@ def predict_file(config: PredictConfig | None = None, *, console: Any = None, **
     console = console or Console(stderr=True, quiet=not cfg.progress)
     # Cheap checks first: a bad --input or an existing --out fails before the model loads.
     input_format(cfg.input, cfg.input_format)
+    stream_or_file = open_input(cfg.input)  # stdin closed, a missing or unreadable file: refused here
     if cfg.input != "-":
-        open_input(cfg.input).close()
+        stream_or_file.close()
+    if cfg.out == "-" and (sys.stdout is None or sys.stdout.closed):
+        raise KDCompressError("--out - writes to stdout, which is closed; pass --out FILE.jsonl")
     if cfg.out != "-" and Path(cfg.out).exists() and not cfg.overwrite:
         raise KDCompressError(f"output file {cfg.out} already exists; choose another --out or pass --overwrite")
     start = time.perf_counter()
@@ -209,6 +214,9 @@ def predict_file(config: PredictConfig | None = None, *, console: Any = None, **
             result.rows += len(good)
             bar.update(task, completed=chunk[-1].line)
         result.predict_seconds = time.perf_counter() - start
+        if result.bad_rows and not result.rows:  # raised inside the block: the empty output is never published
+            raise KDCompressError(f"no row of {cfg.input} could be read ({len(result.bad_rows)} bad rows, e.g. line "
+                                  f"{result.bad_rows[0].line}: {result.bad_rows[0].reason}); fix the input file")
     if cfg.progress:
         _summary(console, result, cfg.threads)
     return result

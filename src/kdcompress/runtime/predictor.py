@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from kdcompress.errors import KDCompressError
+from kdcompress.runtime.model_fit import check_model_fits
 from kdcompress.runtime.backends import open_backend, pick_model_file
 from kdcompress.runtime.encoding import Encoder, labels_from_config, read_json_file
 
@@ -84,6 +85,7 @@ class Predictor:
                     self.encoder = encoder.result()  # where both fail, the tokenizer's error is the one raised
         self.batch_size = batch_size
         self.sort_by_length = sort_by_length
+        check_model_fits(self, config)
 
     @property
     def runtime(self) -> str:

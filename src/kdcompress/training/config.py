@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from kdcompress.errors import KDCompressError
-from kdcompress.settings import Settings, setting
-from kdcompress.training.strategies import STRATEGY_NAMES, STRATEGY_TABLE, default_strategy, get_strategy, strategies_help
+from kdcompress.settings import MIN_MAX_LENGTH, Settings, setting
+from kdcompress.training.strategies import (STRATEGY_NAMES, STRATEGY_TABLE, default_strategy, get_strategy,
+                                            strategies_help)
 
 LAYER_SELECTIONS = ("uniform", "bottom", "top")
 HIDDEN_LOSSES = ("cosine", "mse")
@@ -35,8 +35,11 @@ class DistillConfig(Settings):
     out: str = setting("", help="Output model directory.")
 
     # Student shape
-    student_layers: int = setting(6, help="Layers copied from the teacher.")
-    student_hidden: int | None = setting(None, help="Hidden width of a narrower student (multiple of the head size).")
+    student_layers: int = setting(6, help="Layers copied from the teacher; 0 makes a static student (token "
+                                  "embeddings distilled from the teacher, mean pooling, linear head; no transformer "
+                                  "layer; init_from and layer_selection do not apply to it).")
+    student_hidden: int | None = setting(None, help="Hidden width of a narrower student (multiple of the head size; "
+                                         "a static student: its PCA width, default 256).")
     layer_selection: str = setting("uniform", help="Which teacher layers the student copies: uniform (every k-th, "
                                    "ending at the top), bottom or top.")
     trim_vocab: bool = setting(False, help="Keep only tokens seen in the corpus of the chosen languages.")
@@ -48,6 +51,9 @@ class DistillConfig(Settings):
     batch_size: int = setting(16, help="Examples per optimizer step and process.")
     grad_accum: int = setting(1, help="Gradient accumulation steps.")
     lr: float = setting(5e-5, help="Student fine-tuning learning rate.")
+    # A static student (embeddings + head, no layers, L2-normalised pooled vector) learns far slower at a
+    # transformer's rate; its own setting lets one [distill] table serve both kinds of student.
+    static_lr: float = setting(2e-3, help="Fine-tuning learning rate of a static student (--student-layers 0).")
     warmup_ratio: float = setting(0.1, help="Share of the steps with a linear learning-rate warm-up.")
     weight_decay: float = setting(0.01, help="AdamW weight decay.")
     epochs: float = setting(3.0, help="Student fine-tuning epochs.")
@@ -71,6 +77,10 @@ class DistillConfig(Settings):
     temperature: float = setting(2.0, help="KD temperature T for fine-tuning KD.")
     alpha: float = setting(0.5, help="Weight of the KD term against cross-entropy.")
     finetune_hidden_weight: float = setting(0.0, help="Hidden-state loss weight in fine-tuning KD.")
+
+    teacher_logits_cache: str | None = setting(None, help="Folder that keeps the fine-tuned teacher's logits on "
+                                               "the KD training set, reused by later students of the same teacher, "
+                                               "texts and --max-length (compress sets it).")
 
     kd_transfer: str = setting("source", help="Text the fine-tuned teacher's soft labels cover in KD during "
                                "fine-tuning: source (the labelled source-language data), corpus (unlabeled --corpus "
@@ -118,13 +128,14 @@ class DistillConfig(Settings):
         _one_of("layer_selection", self.layer_selection, LAYER_SELECTIONS)
         _one_of("hidden_loss", self.hidden_loss, HIDDEN_LOSSES)
         _one_of("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
-        _at_least(1, student_layers=self.student_layers, student_hidden=self.student_hidden,
-                  max_length=self.max_length, batch_size=self.batch_size,
+        _at_least(MIN_MAX_LENGTH, max_length=self.max_length)
+        _at_least(0, student_layers=self.student_layers)
+        _at_least(1, student_hidden=self.student_hidden, batch_size=self.batch_size,
                   pretrain_batch_size=self.pretrain_batch_size, grad_accum=self.grad_accum,
                   max_steps=self.max_steps, save_every=self.save_every, eval_limit=self.eval_limit,
                   corpus_max_sentences=self.corpus_max_sentences)
-        _positive(lr=self.lr, teacher_lr=self.teacher_lr, pretrain_lr=self.pretrain_lr, epochs=self.epochs,
-                  teacher_epochs=self.teacher_epochs, pretrain_epochs=self.pretrain_epochs,
+        _positive(lr=self.lr, static_lr=self.static_lr, teacher_lr=self.teacher_lr, pretrain_lr=self.pretrain_lr,
+                  epochs=self.epochs, teacher_epochs=self.teacher_epochs, pretrain_epochs=self.pretrain_epochs,
                   temperature=self.temperature, pretrain_temperature=self.pretrain_temperature)
         _non_negative(weight_decay=self.weight_decay, finetune_hidden_weight=self.finetune_hidden_weight,
                       mlm_weight=self.mlm_weight, hidden_weight=self.hidden_weight,
@@ -156,7 +167,27 @@ class DistillConfig(Settings):
             raise KDCompressError("--strategy general makes a general student; drop --general-student")
         if not self.corpus:
             raise KDCompressError("--corpus is empty; pass 'task', a .txt file or folder, or hub:DATASET")
+        if self.student_layers == 0:
+            self._check_static(strategy)
         return self
+
+    @property
+    def is_static(self) -> bool:
+        return self.student_layers == 0
+
+    @property
+    def student_lr(self) -> float:
+        return self.static_lr if self.is_static else self.lr
+
+    def _check_static(self, strategy) -> None:
+        """What a static student (no layers, no hidden states) cannot do; init_from and layer_selection are ignored."""
+        if "pretrain_kd" in strategy.stages:
+            raise KDCompressError(f"--strategy {self.strategy} runs KD during pretraining, which matches hidden states "
+                                  "and attention a static student (--student-layers 0) does not have; use finetune "
+                                  "(optionally --kd-transfer source+corpus) or none")
+        if self.finetune_hidden_weight:
+            raise KDCompressError("--finetune-hidden-weight needs hidden states, which a static student "
+                                  "(--student-layers 0) does not have; set it to 0")
 
 
 def _flag(name: str) -> str:

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
 from kdcompress.errors import KDCompressError
+from kdcompress.training.finite_guard import check_loss, check_weights, overflow_guard
 
 Batch = dict[str, torch.Tensor]
 # compute_loss(batch, modules) gets the prepared (possibly DDP-wrapped) trainable modules by name.
@@ -198,9 +199,11 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
 
     checkpoint = _Checkpoint(settings.checkpoint_dir)
     step, micro_step, history, examples_seen = 0, 0, [], 0
+    last_checkpoint = 0
     if settings.resume and checkpoint.exists():
         progress = checkpoint.load(trainables, optimizer, scheduler)
         step, micro_step = progress["step"], progress["micro_step"]
+        last_checkpoint = step
         history, examples_seen = progress["history"], progress["examples"]
         accelerator.print(f"[{settings.stage}] resumed at step {step}/{total_steps}")
     # The scheduler is stepped by hand, once per optimizer step. Prepared, Accelerate would step it once per
@@ -232,7 +235,8 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_([p for m in prepared_modules for p in m.parameters()], 1.0)
-                    optimizer.step()
+                    with overflow_guard(stage=settings.stage, step=step + 1, last_checkpoint=last_checkpoint):
+                        optimizer.step()
                     if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
                         scheduler.step()
                     optimizer.zero_grad()
@@ -248,6 +252,7 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
                     logged = accelerator.reduce(torch.tensor([window_loss, *components.values()], dtype=torch.float64,
                                                              device=accelerator.device), "mean").tolist()
                     window_loss, components = logged[0], dict(zip(components, logged[1:]))
+                check_loss(window_loss, stage=settings.stage, step=step, last_checkpoint=last_checkpoint)
                 history.append({"step": step, "loss": round(window_loss, 6),
                                 **{k: round(v, 6) for k, v in components.items()},
                                 "lr": scheduler.get_last_lr()[0]})
@@ -256,9 +261,12 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
                 window_loss, window_examples = 0.0, 0
                 if accelerator.is_main_process and (step % settings.save_every == 0 or step == total_steps):
                     unwrapped = {name: accelerator.unwrap_model(m) for name, m in zip(trainables, prepared_modules)}
+                    check_weights(unwrapped.values(), stage=settings.stage, step=step,
+                                  last_checkpoint=last_checkpoint)
                     checkpoint.save(unwrapped, optimizer, scheduler,
                                     {"step": step, "micro_step": micro_step, "history": history,
                                      "examples": examples_seen})
+                    last_checkpoint = step
                 if step >= total_steps:
                     break
     accelerator.wait_for_everyone()

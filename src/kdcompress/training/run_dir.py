@@ -24,7 +24,7 @@ from accelerate import PartialState
 from rich.console import Console
 
 from kdcompress.errors import KDCompressError
-from kdcompress.io import check_writable_output, refuse_existing, write_json_atomic
+from kdcompress.io import check_writable_output, read_json, refuse_existing, write_json_atomic
 from kdcompress.locks import output_lock
 
 console = Console(stderr=True)
@@ -88,7 +88,10 @@ class RunDirectory:
         run_file = self.work / "run.json"
         wanted = {k: v for k, v in settings.items() if k not in _RUN_CONTROL}
         if self.resume:
-            saved = json.loads(run_file.read_text(encoding="utf-8"))
+            saved = read_json(run_file, what="the unfinished run's settings")
+            if not isinstance(saved, dict):
+                raise KDCompressError(f"the unfinished run's settings at {run_file} are corrupt (not a JSON object); "
+                                      f"delete {self.work} and rerun without --resume")
             changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
             if changed:
                 raise KDCompressError(

@@ -8,6 +8,7 @@ and `teacher` (the fine-tuned teacher).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -16,13 +17,14 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
 from kdcompress.errors import KDCompressError
-from kdcompress.training import teacher_loading
+from kdcompress.training import logits_cache, teacher_loading
 from kdcompress.training.batching import TextBatcher
 from kdcompress.training.loop import LoopSettings
 from kdcompress.training.recipes.finetune import finetune
 from kdcompress.training.recipes.finetune_kd import FinetuneKDLoss, finetune_kd
 from kdcompress.training.recipes.pretrain_kd import PretrainKDLoss, StudentVocab, pretrain_kd
 from kdcompress.training.setup import RunSetup
+from kdcompress.training.static_student import build_static_student
 from kdcompress.training.students import build_student
 
 
@@ -70,11 +72,24 @@ def _new_student(setup: RunSetup, student_class: type[PreTrainedModel], teacher:
     return build_student(teacher, setup.plan, student_class, keep_token_ids=setup.keep_ids, config_overrides=overrides)
 
 
+def _new_static_student(setup: RunSetup) -> PreTrainedModel:
+    """--student-layers 0: token vectors distilled from the general teacher (--teacher, as model2vec does, whatever
+    --init-from says), the head fresh."""
+    teacher = teacher_loading.load_general_teacher(setup.cfg.teacher)[0]
+    if torch.cuda.is_available():
+        teacher = teacher.cuda()
+    torch.manual_seed(setup.cfg.seed)
+    return build_static_student(teacher, setup.tokenizer, hidden=setup.plan.hidden_size, keep_token_ids=setup.keep_ids,
+                                config_overrides=_label_overrides(setup))
+
+
 def _student_classifier(setup: RunSetup, outputs: StageOutputs) -> PreTrainedModel:
     """The student to fine-tune: from the general student where pretraining KD ran, else built from the (general
     or fine-tuned, see --init-from) teacher's layers."""
     init_dir = outputs.general
-    if init_dir is None:
+    if setup.cfg.is_static:
+        student = _new_static_student(setup)
+    elif init_dir is None:
         classifier = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(setup.teacher_config)]
         source = None
         if setup.cfg.init_from == "finetuned-teacher":
@@ -125,7 +140,7 @@ def teacher_stage(setup: RunSetup, outputs: StageOutputs, checkpoint_dir: Path):
 def finetune_stage(setup: RunSetup, outputs: StageOutputs, checkpoint_dir: Path):
     cfg = setup.cfg
     student = _student_classifier(setup, outputs)
-    settings = loop_settings(setup, "student fine-tuning", checkpoint_dir, lr=cfg.lr, epochs=cfg.epochs)
+    settings = loop_settings(setup, "student fine-tuning", checkpoint_dir, lr=cfg.student_lr, epochs=cfg.epochs)
     result = finetune(model=student, batcher=_train_batcher(setup), settings=settings, id_map=setup.id_map)
     return student, setup.student_tokenizer, result, settings
 
@@ -134,15 +149,17 @@ def finetune_kd_stage(setup: RunSetup, outputs: StageOutputs, checkpoint_dir: Pa
     cfg = setup.cfg
     student = _student_classifier(setup, outputs)
     teacher = AutoModelForSequenceClassification.from_pretrained(outputs.teacher).eval()
-    settings = loop_settings(setup, "student KD fine-tuning", checkpoint_dir, lr=cfg.lr, epochs=cfg.epochs)
+    settings = loop_settings(setup, "student KD fine-tuning", checkpoint_dir, lr=cfg.student_lr, epochs=cfg.epochs)
     loss = FinetuneKDLoss(temperature=cfg.temperature, alpha=cfg.alpha, hidden_weight=cfg.finetune_hidden_weight,
                           hidden_loss=cfg.hidden_loss, layer_map=setup.plan.layer_map)
     transfer = setup.transfer
     batcher = TextBatcher(setup.tokenizer, [e.text for e in transfer.examples], [e.text_pair for e in transfer.examples],
                           [e.label for e in transfer.examples], max_length=setup.max_length,
                           kd_mask=None if all(transfer.kd_mask) else transfer.kd_mask)
+    cache = (None if cfg.teacher_logits_cache is None else
+             partial(logits_cache.teacher_logits, cfg.teacher_logits_cache, outputs.teacher, batcher))
     result = finetune_kd(student=student, teacher=teacher, batcher=batcher, settings=settings, loss=loss,
-                         id_map=setup.id_map)
+                         id_map=setup.id_map, teacher_logits=cache)
     return student, setup.student_tokenizer, result, settings
 
 

@@ -72,6 +72,8 @@ def default_strategy(target_langs: Any) -> str:
 
 
 def get_strategy(name: str) -> Strategy:
+    if not isinstance(name, str):  # e.g. strategy = ["finetune"] in a config table: a list cannot be looked up
+        raise KDCompressError(f"strategy must be a string, not {name!r}; choose from {', '.join(STRATEGY_NAMES)}")
     try:
         return STRATEGY_TABLE[name]
     except KeyError:

@@ -120,6 +120,11 @@ def plan_student(teacher_config: PretrainedConfig, *, layers: int, hidden: int |
                  selection: str = "uniform", vocab_size: int | None = None) -> StudentPlan:
     check_supported(teacher_config)
     t_hidden = teacher_config.hidden_size
+    if layers == 0:  # a static student (training/static_student.py): embeddings and a head, no layer to select
+        from kdcompress.training.static_student import static_width
+
+        return StudentPlan(layer_map=(), hidden_size=static_width(hidden, t_hidden), num_heads=0, intermediate_size=0,
+                           vocab_size=vocab_size or teacher_config.vocab_size)
     t_heads = teacher_config.num_attention_heads
     head_dim = t_hidden // t_heads
     hidden = hidden or t_hidden

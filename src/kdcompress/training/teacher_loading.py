@@ -8,6 +8,7 @@ from pathlib import Path
 from transformers import (AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer,
                           PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase)
 
+from kdcompress.static_model import register_static_student
 from kdcompress.training.students import check_supported
 from kdcompress.data.tasks import Task
 from kdcompress.errors import KDCompressError, describe
@@ -38,6 +39,7 @@ def load_teacher_config(name: str, *, trust_remote_code: bool = False, role: str
         hint = (" (it holds an exported ONNX model: pass the model directory it was exported from)"
                 if any(path.glob("*.onnx")) else "")
         raise KDCompressError(f"{role} directory {name} has no config.json{hint}; pass a Hugging Face model directory")
+    register_static_student()
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - corrupt JSON, unknown model type, hub errors: all one line
@@ -87,6 +89,7 @@ def load_general_teacher(name: str, *, trust_remote_code: bool = False) -> tuple
 
 def load_classifier(name: str | os.PathLike, task: Task, *, trust_remote_code: bool = False) -> PreTrainedModel:
     """A sequence classifier for `task` (a fresh head if the checkpoint has none)."""
+    register_static_student()
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             name, num_labels=task.num_labels, id2label=dict(enumerate(task.labels)),

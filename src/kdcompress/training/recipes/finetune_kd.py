@@ -10,6 +10,7 @@ teacher's soft labels: KL covers the rows the batch's `kd_mask` marks, CE the la
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from kdcompress.progress import Progress
@@ -50,13 +51,21 @@ class FinetuneKDLoss:
 
 
 def finetune_kd(*, student: PreTrainedModel, teacher: PreTrainedModel, batcher: TextBatcher, settings: LoopSettings,
-                loss: FinetuneKDLoss, id_map=None) -> LoopResult:
+                loss: FinetuneKDLoss, id_map=None,
+                teacher_logits: Callable[[Callable[[], torch.Tensor]], torch.Tensor] | None = None) -> LoopResult:
+    """`teacher_logits(compute)` may answer `compute()` from a cache (training/logits_cache.py)."""
     temperature, alpha, hidden_weight = loss.temperature, loss.alpha, loss.hidden_weight
     hidden_loss, layer_map = loss.hidden_loss, loss.layer_map
     use_hidden = hidden_weight > 0
     projection = HiddenProjection(student.config.hidden_size, teacher.config.hidden_size)
     extra = {"projection": projection} if use_hidden and not projection.is_identity else {}
-    cached = None if use_hidden or settings.epochs <= 1 else cache_teacher_logits(teacher, batcher, settings.batch_size)
+    compute = lambda: cache_teacher_logits(teacher, batcher, settings.batch_size)  # noqa: E731
+    if use_hidden:
+        cached = None  # hidden states are needed anyway: the teacher runs on every batch
+    elif teacher_logits is not None:
+        cached = teacher_logits(compute)
+    else:
+        cached = None if settings.epochs <= 1 else compute()
 
     def compute_loss(batch, modules):
         student_out = modules["model"](**model_inputs(batch, student=True, id_map=id_map), output_hidden_states=use_hidden)
