@@ -62,7 +62,8 @@ def test_budget_reads_every_bound():
     ({"max_drop_lang": float("inf")}, "must be a finite number"),
     ({"max_drop": "three"}, "must be a number"),
     ({"candidates": ["4", "bert"]}, "unknown candidate 'bert'"),
-    ({"runtime": "tensorrt"}, "is not one of auto, onnxruntime, openvino"),
+    ({"runtime": "tensorrt"}, "unknown runtime 'tensorrt'"),
+    ({"runtime": "pytorch"}, "serves no exported model"),
     ({"explore": "some"}, "is not one of until-found, all"),
     ({"compare_strategies": ["general"]}, "makes no classifier"),
     ({"distill": {"student_layers": 4}}, "may not set student_layers"),
@@ -75,9 +76,9 @@ def test_bad_settings_are_one_line(settings, message):
 
 def _tried(name, forms, dev_gaps, meets):
     from kdcompress.compress.candidates import parse_candidate
-    from kdcompress.compress.forms import FORMS
+    from kdcompress.compress.forms import Form
 
-    by_suffix = {f.suffix: f for f in FORMS}
+    by_suffix = {"ort-int8": Form("onnxruntime", "dynamic"), "ov": Form("openvino", "none")}
     models = {f"{name}-{suffix}": f"/x/{name}-{suffix}" for suffix in ["pytorch", *forms]}
     return {"candidate": parse_candidate(name.rstrip("L")), "models": models,
             "forms": {f"{name}-{s}": by_suffix[s] for s in forms},
@@ -141,10 +142,10 @@ def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_ste
 
     out = tmp_path / "compress"
     result = run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, max_drop=100.0))
-    assert result.met and result.frontier.chosen.startswith("2L-ort")  # the deployable forms only
+    assert result.met and result.frontier.chosen.startswith("2L-onnxruntime")  # the deployable forms only
     frontier = json.loads((out / "frontier.json").read_text())
-    assert {r["name"] for r in frontier["rows"]} == {"2L-pytorch", "2L-ort", "2L-ort-int8"}
-    assert (out / "frontier.md").read_text().startswith("# Compression frontier\n\n**chosen: 2L-ort")
+    assert {r["name"] for r in frontier["rows"]} == {"2L-pytorch", "2L-onnxruntime", "2L-onnxruntime-int8"}
+    assert (out / "frontier.md").read_text().startswith("# Compression frontier\n\n**chosen: 2L-onnxruntime")
     assert (out / "frontier.png").stat().st_size > 0
     labels = [p.label for p in Predictor(out / "model", threads=1).predict(["Wo ist der Bahnhof?"])]
     assert len(labels) == 1
@@ -158,7 +159,7 @@ def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_ste
                                                 distill={"max_steps": 3, "batch_size": 4, "corpus_max_sentences": 16,
                                                          "max_length": 32, "save_every": 1000}))
     assert "distill 2L" in changed.frontier.timings and "fine-tune the teacher" in changed.frontier.timings
-    assert {r["name"] for r in changed.frontier.rows} == {"2L-pytorch", "2L-ort"}
+    assert {r["name"] for r in changed.frontier.rows} == {"2L-pytorch", "2L-onnxruntime"}
     paths = {r["path"] for r in changed.frontier.rows} | {r["path"] for r in result.frontier.rows}
     assert len(paths) == 5  # the old student's folders were left, not reused
 

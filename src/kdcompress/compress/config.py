@@ -15,7 +15,6 @@ from kdcompress.settings import Settings, setting
 from kdcompress.training.config import DEFAULT_TEACHER
 from kdcompress.training.strategies import get_strategy
 
-RUNTIME_CHOICES = ("auto", "onnxruntime", "openvino")
 EXPLORE_CHOICES = ("until-found", "all")
 
 # Settings `compress` decides for each step: its [distill], [export] and [bench] tables may not set them.
@@ -50,8 +49,8 @@ class CompressConfig(Settings):
                                     help=f"Student shapes to try, cheapest first: {KINDS_HELP}.")
     explore: str = setting("until-found", help="until-found: stop at the first candidate (cheapest first) that "
                            "meets the budget on dev; all: distil every candidate, for the whole frontier.")
-    runtime: str = setting("auto", help="auto (every runtime installed here: ONNX Runtime int8, OpenVINO bf16/f32 "
-                           "and int8), onnxruntime or openvino.")
+    runtime: str = setting("auto", help="auto (every exported runtime installed here, each in full precision and "
+                           "int8), or one runtime: onnxruntime, openvino.")
     int8: bool = setting(True, help="Also try int8 forms (under the per-language control).")
     trim_vocab: bool = setting(True, help="Trim each student's vocabulary to the tokens of the task's text in the "
                                "served languages (a smaller file and less memory).")
@@ -74,8 +73,12 @@ class CompressConfig(Settings):
                                       "0 or more (e.g. 3 for three points)")
         if self.max_drop > 100:
             raise KDCompressError(f"--max-drop {self.max_drop} is in accuracy points (0-100), e.g. 3 for three points")
-        if self.runtime not in RUNTIME_CHOICES:
-            raise KDCompressError(f"--runtime {self.runtime!r} is not one of {', '.join(RUNTIME_CHOICES)}")
+        if self.runtime != "auto":
+            from kdcompress.runtime.registry import get_runtime
+
+            if not get_runtime(self.runtime).exported:
+                raise KDCompressError(f"--runtime {self.runtime} serves no exported model; choose auto or an "
+                                      "exported runtime (onnxruntime, openvino)")
         if self.explore not in EXPLORE_CHOICES:
             raise KDCompressError(f"--explore {self.explore!r} is not one of {', '.join(EXPLORE_CHOICES)}")
         parse_candidates(self.candidates)

@@ -1,29 +1,36 @@
-"""The deployable forms of a student: each a runtime and a precision, exported under the per-language control.
+"""The deployable forms of a student: each an exported runtime of the registry and a precision.
 
-ONNX Runtime's dynamic int8, OpenVINO's automatic precision (bf16 where the CPU has it and every checked language
-keeps its accuracy, else f32) and OpenVINO's NNCF int8. Which one is fastest depends on the CPU (benchmarks/README.md),
-so compress measures them all on the machine at hand."""
+Every runtime that can run here gives two forms: its full-precision export (OpenVINO infers in bf16 where the CPU
+has it and every checked language keeps its accuracy) and its first int8 mode (ONNX Runtime's dynamic int8, NNCF's
+static int8 on OpenVINO), each under the per-language control. Which is fastest depends on the CPU
+(benchmarks/README.md), so compress measures them all on the machine at hand; a new registry row brings its forms."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kdcompress.runtime.registry import Runtime
+
 
 @dataclass(frozen=True)
 class Form:
-    suffix: str  # model names: <candidate>-<suffix>
     runtime: str
     quantize: str
-    int8: bool
+
+    @property
+    def int8(self) -> bool:
+        return self.quantize != "none"
+
+    @property
+    def suffix(self) -> str:  # model names: <candidate>-<suffix>
+        return f"{self.runtime}-int8" if self.int8 else self.runtime
 
 
-FORMS = (
-    Form("ort", "onnxruntime", "none", False),
-    Form("ort-int8", "onnxruntime", "dynamic", True),
-    Form("ov", "openvino", "none", False),
-    Form("ov-int8", "openvino", "static", True),
-)
-
-
-def forms_for(runtimes: list[str], int8: bool) -> list[Form]:
-    return [f for f in FORMS if f.runtime in runtimes and (int8 or not f.int8)]
+def forms_for(runtimes: list[Runtime], int8: bool) -> list[Form]:
+    forms = []
+    for row in runtimes:
+        forms.append(Form(row.name, "none"))
+        int8_mode = next((mode for mode in row.quantize_modes if mode != "none"), None)
+        if int8 and int8_mode:
+            forms.append(Form(row.name, int8_mode))
+    return forms
