@@ -174,3 +174,38 @@ def test_compress_refuses_a_finetuned_teacher_without_a_head_and_unknown_languag
     with pytest.raises(KDCompressError, match="no language 'xx'"):
         run_compress(**{**_compress_settings(tiny_teacher_dir, data_dir, out), "target_langs": ["de", "xx"]})
     assert not out.exists()
+
+
+@pytest.fixture()
+def ghost_runtime():
+    from kdcompress.runtime.registry import Runtime, register_runtime, unregister_runtime
+
+    register_runtime(Runtime(name="ghostrt", title="Ghost Runtime", model_kind="ghost", package="no_such_package_xyz",
+                             install="pip install ghostrt", files=("ghost.bin",), size_files=("ghost.bin",)))
+    yield "ghostrt"
+    unregister_runtime("ghostrt")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--max-drop", "-1"], "must be a finite number"),
+    (["--max-drop", "nan"], "finite"),
+    (["--max-drop-lang", "-0.5"], "must be a finite number"),
+    (["--candidates", "static,transformer"], "unknown candidate 'transformer'"),
+    (["--target-langs", "de,tlh"], "no language 'tlh'"),
+    (["--runtime", "ghostrt"], "not installed; run pip install ghostrt"),
+    (["--finetuned-teacher", "TEACHER"], "has no classification head"),
+])
+def test_compress_bad_input_is_one_line_and_writes_nothing(arguments, message, tiny_teacher_dir, data_dir, tmp_path,
+                                                           ghost_runtime):
+    from typer.testing import CliRunner
+
+    from kdcompress.cli import app
+
+    out = tmp_path / "out"
+    arguments = [str(tiny_teacher_dir) if a == "TEACHER" else a for a in arguments]
+    result = CliRunner().invoke(app, ["compress", "--teacher", str(tiny_teacher_dir), "--data-dir", str(data_dir),
+                                      "--out", str(out), *arguments])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
+    assert not out.exists() and not list(tmp_path.glob(".*"))

@@ -13,20 +13,20 @@ import inspect
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.text import Text
 
 from kdcompress.bench.config import BenchConfig
 from kdcompress.cli_options import (argument_parameter, config_parameter, given, option_parameter,
                                     settings_command, settings_parameters)
+from kdcompress.compress.config import CompressConfig, load_compress_config
 from kdcompress.data.corpus_builder import CorpusConfig
 from kdcompress.deploy.config import ExportConfig
 from kdcompress.errors import KDCompressError
 from kdcompress.experiment.config import ExperimentConfig
-from kdcompress.faults import report_fault
+from kdcompress.faults import user_errors
 from kdcompress.runtime.predict import PredictConfig
 from kdcompress.settings import merged
 from kdcompress.training.config import DistillConfig
@@ -35,30 +35,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Distill, export and benchmark compact multilingual BERT-style encoders for CPU serving.")
 err_console = Console(stderr=True)
 
-#: Exit status when --accuracy-goal was not met: the best model found is still saved.
+#: Exit status when --accuracy-goal (export) or the budget (compress) was not met.
 EXIT_ACCURACY_GOAL_MISSED = 3
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Turn a KDCompressError into one red line on stderr and exit status 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except KDCompressError as exc:
-            # A Text, not a markup string: messages quote things like "[distill]" that rich would eat.
-            err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from None
-        except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]: nothing half-written was published; distill, "
-                              "finetune-teacher and experiment keep finished stages and checkpoints, so rerun the "
-                              "same command (with --resume for distill) to continue")
-            raise typer.Exit(code=130) from None
-        except Exception as exc:  # an OS fault (full disk, EACCES, closed pipe) or a Ctrl-C a library wrapped
-            raise typer.Exit(code=report_fault(exc, err_console)) from None
-
-    return wrapper
 
 
 D, E, B, C, P, X = DistillConfig, ExportConfig, BenchConfig, CorpusConfig, PredictConfig, ExperimentConfig
@@ -178,6 +156,23 @@ def experiment_command(**values) -> None:
     if values.pop("hub"):  # "" = no local folder, even if $KDCOMPRESS_DATA_DIR
         values.update(teacher=values["teacher"] or DistillConfig().teacher, data_dir="")
     run_experiment(ExperimentConfig.from_file(values.pop("config"), **values))
+
+
+@command("compress", [config_parameter("compress", help_text="TOML file with a [compress] table (and optional "
+                                        "[distill], [export] and [bench] tables); the options below override it."),
+                      *settings_parameters(CompressConfig)])
+def compress_command(**values) -> None:
+    """Teacher -> candidate students, cheapest first -> every runtime form -> the fastest within the accuracy budget."""
+    from kdcompress.compress import run_compress
+    from kdcompress.compress.report import print_frontier
+
+    config = values.pop("config")
+    settings = (load_compress_config(config, **given(values)) if config
+                else CompressConfig.from_dict(given(values), where="the command line"))
+    result = run_compress(settings)
+    print_frontier(result.frontier, Console())
+    if not result.met:
+        raise typer.Exit(code=EXIT_ACCURACY_GOAL_MISSED)
 
 
 def main() -> None:  # pragma: no cover - console entry point
