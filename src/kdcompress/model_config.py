@@ -6,6 +6,8 @@ Torch-free: `config` is a PretrainedConfig or the dict of its config.json.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from kdcompress.errors import KDCompressError
@@ -51,6 +53,23 @@ def input_length_limit(config: Any, tokenizer_limit: Any = None, *, cap: int | N
     if cap is not None:
         limits.append(cap)
     return min(limits)
+
+
+TRAINING_RECORD = "distill.json"  # written by distill; export copies it beside the exported model
+
+
+def trained_max_length(model_dir: str | Path) -> int | None:
+    """The truncation length the model was trained at, or None where no training record says.
+
+    Export, bench and predict truncate to it unless told otherwise, so that bench's accuracy and predict's labels
+    see the tokens training saw (a model trained on 64 tokens and served on 128 reads text it never learned from).
+    """
+    try:
+        record = json.loads((Path(model_dir) / TRAINING_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = record.get("max_length") if isinstance(record, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def labels_from_config(config: dict, where: Any) -> tuple[str, ...]:

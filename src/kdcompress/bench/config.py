@@ -38,7 +38,8 @@ class BenchConfig(Settings):
     rounds: int = setting(5, help="Interleaved rounds the repeats are split into (models round-robin).")
     max_seconds_per_cell: float = setting(3.0, help="Time cap per model and cell; slow models then get one "
                                           "call per round.")
-    max_length: int = setting(128, help="Truncation length for accuracy and real-length latency.")
+    max_length: int | None = setting(None, help="Truncation length for accuracy and real-length latency (default: "
+                                     "the length each model was trained at, from its distill.json; else 128).")
     memory: bool = setting(True, help="Measure peak memory and load time of each model in a fresh process "
                            "(exported models: a process that imports only the predictor, and its cold start).")
     runtime: str = setting("onnxruntime", help="Runtimes for exported directories: onnxruntime | openvino | all "

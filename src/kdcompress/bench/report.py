@@ -212,7 +212,7 @@ def render_markdown(result: dict) -> str:
         f"cell in {settings['rounds']} interleaved rounds (models round-robin, order rotating), at most "
         f"~{settings['max_seconds_per_cell']:g} s per model and cell; fixed-length cells pad or truncate the task's "
         "sentences to exactly L tokens, real-length cells use them with dynamic padding (max "
-        f"{settings['max_length']} tokens)",
+        + (f"{settings['max_length']} tokens)" if settings["max_length"] else "each model's training length)"),
         f"- Headline latency: {headline_label(settings)}, median, model only; Pareto front (latency vs target "
         f"average): {front}",
         f"- Accuracy: languages {settings['source_lang']} (source) + {len(settings['target_langs'])} targets, "

@@ -20,7 +20,7 @@ from kdcompress.bench.config import DEVICES
 from kdcompress.model_weights import load_complete_classifier
 from kdcompress.errors import KDCompressError
 from kdcompress.errors import describe as describe_error  # not Runner.describe
-from kdcompress.model_config import input_length_limit, labels_from_config
+from kdcompress.model_config import input_length_limit, labels_from_config, trained_max_length
 from kdcompress.runtime.backends import ort_session_options, read_json_dict
 from kdcompress.runtime.registry import EXPORT_REPORT, RUNTIMES, Runtime, exported_runtimes, get_runtime
 
@@ -76,7 +76,7 @@ class Runner(abc.ABC):
 
     format: str = ""
 
-    def __init__(self, path: Path, device: str, threads: int, max_length: int):
+    def __init__(self, path: Path, device: str, threads: int, max_length: int | None):
         self.path = path
         self.device = device
         self.threads = threads
@@ -85,7 +85,8 @@ class Runner(abc.ABC):
         self.tokenizer = self._load_tokenizer()
         # max_positions bounds fixed-length latency cells; max_length (<= it) is the truncation length.
         self.max_positions = input_length_limit(self.config, getattr(self.tokenizer, "model_max_length", None))
-        self.max_length = min(max_length, self.max_positions)
+        requested = max_length or trained_max_length(path) or DEFAULT_MAX_LENGTH
+        self.max_length = min(requested, self.max_positions)
 
     def _load_tokenizer(self):
         from transformers import AutoTokenizer
@@ -137,7 +138,7 @@ class Runner(abc.ABC):
 class TorchRunner(Runner):
     format = "pytorch"
 
-    def __init__(self, path: Path, device: str, threads: int, max_length: int = DEFAULT_MAX_LENGTH):
+    def __init__(self, path: Path, device: str, threads: int, max_length: int | None = None):
         super().__init__(path, device, threads, max_length)
         import torch
         if device == "cuda" and not torch.cuda.is_available():
@@ -176,7 +177,7 @@ class TorchRunner(Runner):
 class OnnxRunner(Runner):
     format = "onnx"
 
-    def __init__(self, path: Path, device: str, threads: int, max_length: int = DEFAULT_MAX_LENGTH):
+    def __init__(self, path: Path, device: str, threads: int, max_length: int | None = None):
         super().__init__(path, device, threads, max_length)
         import onnxruntime as ort
 
@@ -249,7 +250,7 @@ class PredictorRunner(Runner):
     """An exported directory served by `kdcompress.runtime.Predictor`, as `kdcompress predict` serves it:
     ONNX Runtime or OpenVINO, tokenized by the `tokenizers` library alone (no torch, no transformers)."""
 
-    def __init__(self, path: Path, device: str, threads: int, max_length: int = DEFAULT_MAX_LENGTH, *,
+    def __init__(self, path: Path, device: str, threads: int, max_length: int | None = None, *,
                  runtime: str | None = None):
         from kdcompress.runtime.predictor import Predictor
 
@@ -308,7 +309,7 @@ class PredictorRunner(Runner):
 
 
 def load_runner(path: str | Path, device: str = "cpu", threads: int = 1, *,
-                max_length: int = DEFAULT_MAX_LENGTH, runtime: str | None = None) -> Runner:
+                max_length: int | None = None, runtime: str | None = None) -> Runner:
     """Load a PyTorch model directory or an exported directory behind one interface.
 
     `threads` is the intra-op thread count (ONNX Runtime per session; PyTorch process-wide).

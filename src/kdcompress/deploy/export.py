@@ -41,6 +41,7 @@ from kdcompress.errors import KDCompressError, describe
 from kdcompress.io import atomic_output_dir, check_writable_output, match_umask, write_json_atomic
 from kdcompress.locks import temp_prefix
 from kdcompress.machine import library_versions
+from kdcompress.model_config import trained_max_length
 from kdcompress.quiet import quiet_block
 from kdcompress.runtime.registry import get_runtime
 from kdcompress.settings import build
@@ -300,6 +301,7 @@ def write_outputs(run: ExportRun, staging: Path, model: Path, fp32_path: Path, c
     weights = model.with_name(WEIGHTS_FILE) if model.name == MODEL_FILE else model.with_suffix(".bin")
     model_bytes = model.stat().st_size + (weights.stat().st_size if weights.is_file() else 0)
     report["precision"] = "fp32" if run.config.quantize == "none" else "int8"
+    report["max_length"] = trained_max_length(source.model_dir)  # what predict and bench truncate to by default
     report["files"] = {"model": model.name, "config": "config.json",
                        "tokenizer": sorted(p.name for p in staging.iterdir()
                                            if p.name.startswith(_TOKENIZER_FILE_PREFIXES))}

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kdcompress.errors import KDCompressError, describe
+from kdcompress.model_config import trained_max_length
 from kdcompress.model_config import input_length_limit, labels_from_config  # noqa: F401 - the predictor's
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -86,7 +87,7 @@ class Encoder:
         limit = model_max_length(config, tok_config)
         if max_length is not None and max_length < 2:
             raise KDCompressError(f"max_length must be at least 2, not {max_length}")
-        length = min(max_length, limit) if max_length else limit
+        length = min(max_length or trained_max_length(model_dir) or limit, limit)
         tokenizer.no_padding()
         tokenizer.enable_truncation(length, stride=0, strategy="longest_first",
                                     direction=tok_config.get("truncation_side") or "right")

@@ -43,7 +43,8 @@ class PredictConfig(Settings):
                            "kdcompress.runtime.registry (auto: from the files in the directory).")
     threads: int | None = setting(None, help="Inference threads (default: the runtime's, all physical cores).")
     batch_size: int = setting(32, help="Texts per inference call; texts are sorted by length into batches.")
-    max_length: int | None = setting(None, help="Truncate inputs to this many tokens (default: the model's limit).")
+    max_length: int | None = setting(None, help="Truncate inputs to this many tokens (default: the length the "
+                                  "model was trained at, from its distill.json; else the model's limit).")
     precision: str | None = setting(None, help="OpenVINO inference precision, f32 | bf16 (default: what the "
                                     "export recorded).")
     cache_dir: str | None = setting(None, help="OpenVINO: keep the compiled model in this folder, so that later "
