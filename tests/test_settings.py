@@ -157,3 +157,24 @@ def test_a_new_row_is_a_new_strategy(tmp_path, tiny_teacher_dir, data_dir, monke
                      out=str(tmp_path / "custom"))
     assert [stage["name"] for stage in result.record["stages"]] == ["teacher", "student"]
     assert (tmp_path / "custom" / "teacher" / "config.json").is_file()
+
+
+def test_every_shipped_config_loads_under_its_command():
+    """configs/*.toml are what users copy: each must pass its command's checks (no training runs here)."""
+    from pathlib import Path
+
+    from kdcompress.compress.config import load_compress_config
+    from kdcompress.experiment.config import ExperimentConfig
+    from kdcompress.settings import read_toml
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+    assert configs
+    for path in configs:
+        document = read_toml(path)
+        if "compress" in document:
+            load_compress_config(str(path))
+        elif "experiment" in document:
+            ExperimentConfig.from_file(path)
+        else:
+            assert "distill" in document, path
+            DistillConfig.from_dict(document["distill"], where=str(path))

@@ -183,3 +183,4 @@ def print_frontier(frontier: Frontier, console: Console) -> None:
                       _times(r["latency"]["speedup_vs_teacher_b1_real"]))
     console.print(table)
     console.print(headline(frontier))
+    console.print(f"report: {Path(frontier.settings['out']) / 'frontier.md'}")
