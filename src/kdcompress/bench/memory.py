@@ -57,7 +57,7 @@ def _memory_fields(*, baseline: int, after_load: int, peak: int, load_seconds: f
     }
 
 
-def probe_exported(path: str, threads: int, max_length: int, batch_size: int, seq_len: int,
+def probe_exported(path: str, threads: int, max_length: int | None, batch_size: int, seq_len: int,
                    runtime: str | None, spawned_at: float | None) -> dict:
     """Runs inside the fresh process for an exported directory: only the predictor is imported."""
     import psutil
@@ -95,7 +95,7 @@ def probe_exported(path: str, threads: int, max_length: int, batch_size: int, se
     }
 
 
-def probe(path: str, device: str, threads: int, max_length: int, batch_size: int, seq_len: int,
+def probe(path: str, device: str, threads: int, max_length: int | None, batch_size: int, seq_len: int,
           runtime: str | None = None, spawned_at: float | None = None) -> dict:
     """Runs inside the fresh process: import, load, one forward pass, then report."""
     from kdcompress.runtime.registry import exported_runtimes
@@ -133,7 +133,7 @@ def probe(path: str, device: str, threads: int, max_length: int, batch_size: int
     return result
 
 
-def measure_memory(path: Path, *, device: str, threads: int, max_length: int, batch_size: int,
+def measure_memory(path: Path, *, device: str, threads: int, max_length: int | None, batch_size: int,
                    seq_len: int, runtime: str | None = None) -> dict:
     """Run `probe` in a fresh interpreter and return its report (exported directories: on `runtime`)."""
     import kdcompress
@@ -142,7 +142,7 @@ def measure_memory(path: Path, *, device: str, threads: int, max_length: int, ba
     package_root = str(Path(kdcompress.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     command = [sys.executable, "-m", "kdcompress.bench.memory", str(path), "--device", device,
-               "--threads", str(threads), "--max-length", str(max_length), "--batch-size", str(batch_size),
+               "--threads", str(threads), "--max-length", str(max_length or 0), "--batch-size", str(batch_size),
                "--seq-len", str(seq_len)]
     if runtime:
         command += ["--runtime", runtime]
@@ -164,14 +164,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("path")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=0, help="0: the length the model was trained at")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--runtime", default=None)
     parser.add_argument("--spawned-at", type=float, default=None)
     args = parser.parse_args(argv)
     try:
-        report = probe(args.path, args.device, args.threads, args.max_length, args.batch_size, args.seq_len,
+        report = probe(args.path, args.device, args.threads, args.max_length or None, args.batch_size, args.seq_len,
                        args.runtime, args.spawned_at)
     except KDCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
