@@ -66,15 +66,15 @@ def _with_arms(results):
     from kdcompress.experiment.config import ExperimentConfig
 
     refs, accuracy, headline = results
-    accuracy.update({"transfer-s1": _acc(0.89, {"de": 0.78, "sw": 0.57}),
-                     "transfer-s2": _acc(0.87, {"de": 0.77, "sw": 0.55}),
+    accuracy.update({"transfer-set-s1": _acc(0.89, {"de": 0.78, "sw": 0.57}),
+                     "transfer-set-s2": _acc(0.87, {"de": 0.77, "sw": 0.55}),
                      "pretrain-big-s1": _acc(0.86, {"de": 0.77, "sw": 0.59}),
                      "pretrain-big-s2": _acc(0.86, {"de": 0.77, "sw": 0.57})})
-    refs = refs + [ModelRef(f"{g}-s{s}", g, s, "pytorch") for g in ("transfer", "pretrain-big") for s in (1, 2)]
+    refs = refs + [ModelRef(f"{g}-s{s}", g, s, "pytorch") for g in ("transfer-set", "pretrain-big") for s in (1, 2)]
     cfg = ExperimentConfig.from_dict({
         "strategies": ["none", "finetune", "pretrain"], "seeds": [1, 2],
         "distill": {"lr": 1e-4, "corpus_max_sentences": 2000},
-        "arms": {"transfer": {"strategy": "finetune", "kd_transfer": "source+corpus", "lr": 1e-4},
+        "arms": {"transfer-set": {"strategy": "finetune", "kd_transfer": "source+corpus", "lr": 1e-4},
                  "pretrain-big": {"strategy": "pretrain", "corpus_max_sentences": 50000}}})
     return cfg, aggregate(refs, accuracy, headline, source_lang="en")
 
@@ -84,14 +84,14 @@ def test_arm_rows_show_changes_and_gaps_to_the_teacher(results):
 
     cfg, summary = _with_arms(results)
     rows = {r["arm"]: r for r in arm_rows(cfg, summary)}
-    assert rows["transfer"]["changes"] == {"kd_transfer": "source+corpus"}  # lr equals [distill]'s: no change
+    assert rows["transfer-set"]["changes"] == {"kd_transfer": "source+corpus"}  # lr equals [distill]'s: no change
     assert rows["none"]["changes"] == {}
-    gaps = rows["transfer"]["gaps"]  # teacher: en 0.90, de 0.80, sw 0.60; transfer means: en 0.88, de 0.775, sw 0.56
+    gaps = rows["transfer-set"]["gaps"]  # teacher: en 0.90, de 0.80, sw 0.60; transfer means: en 0.88, de 0.775, sw 0.56
     assert gaps["source"] == pytest.approx(0.02)
     assert gaps["target"] == pytest.approx(0.70 - (0.775 + 0.56) / 2)
     assert gaps["worst_lang"] == "sw" and gaps["worst"] == pytest.approx(0.04)
     dev = "\n".join(render_arms(cfg, summary, "dev"))
-    assert "| transfer | finetune | kd_transfer=source+corpus | 2 |" in dev
+    assert "| transfer-set | finetune | kd_transfer=source+corpus | 2 |" in dev
     chosen = [line for line in dev.splitlines() if "chosen" in line and line.startswith("| ")]
     assert len(chosen) == 1 and chosen[0].startswith("| pretrain-big |")  # best target average: 67.5 vs 66.75
 
@@ -124,16 +124,16 @@ def test_corpus_size_curve_takes_real_sizes_and_arms_that_changed_more(results):
 
 def test_claim_two_is_read_again_for_each_transfer_arm(results):
     cfg, summary = _with_arms(results)
-    claims = assess_claims(summary, transfer_arms=("transfer",))
-    transfer = [c for c in claims if "`transfer`" in c["claim"]]
+    claims = assess_claims(summary, transfer_arms=("transfer-set",))
+    transfer = [c for c in claims if "`transfer-set`" in c["claim"]]
     assert len(transfer) == 1 and transfer[0]["testable"]
     assert transfer[0]["verdict"] == "not observed"  # the transfer arm beats `none` on targets in both seeds
-    assert transfer[0]["evidence"]["behind"] == "transfer"
+    assert transfer[0]["evidence"]["behind"] == "transfer-set"
 
 
 def test_claim_two_on_transfer_arms_without_none_is_one_line(results):
     cfg, summary = _with_arms(results)
     summary = {k: v for k, v in summary.items() if not k.startswith("none/")}
-    claims = assess_claims(summary, transfer_arms=("transfer", "pretrain-big"))
+    claims = assess_claims(summary, transfer_arms=("transfer-set", "pretrain-big"))
     transfer = [c for c in claims if "transfer set" in c["claim"]]
     assert len(transfer) == 1 and transfer[0]["verdict"] == "not tested: needs the none strategy"

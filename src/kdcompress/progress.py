@@ -49,7 +49,9 @@ class Progress(rich_progress.Progress):
         with self._lock:
             task = self._tasks[task_id]
         now = time.monotonic()
-        if not task.finished and now - self._logged_at.get(task_id, now) < self._log_interval:
+        # Only at the interval: rich itself prints the final state of a lasting display when it stops, and a
+        # command that fails after a short task must still say one line, its error.
+        if now - self._logged_at.get(task_id, now) < self._log_interval:
             return
         self._logged_at[task_id] = now
         if task.finished:

@@ -166,7 +166,7 @@ def _run(plan: _Plan) -> CompressResult:
         tried.append(entry)
         if entry["meets_on_dev"] and cfg.explore == "until-found":
             break
-    compared = _compare_strategies(plan, steps, base, finetuned, _comparison_shape(tried))
+    compared = _compare_strategies(plan, steps, base, finetuned, _comparison_shape(tried, candidates))
     test = _test_bench(plan, steps, finetuned, tried, compared)
     frontier = build_frontier(plan.budget, tried, compared, test, teacher_dev, settings=cfg.to_dict(),
                               timings=steps.timings, reused=steps.reused)
@@ -186,8 +186,9 @@ def _check_students(plan: _Plan, candidates: list[Candidate], base: dict, finetu
     for candidate in candidates:
         settings = {**_student_settings(base, finetuned, candidate, "transfer"), "trim_vocab": plan.cfg.trim_vocab}
         prepare(DistillConfig.from_dict(settings, where=f"candidate {candidate.name}"))
-    for strategy in plan.cfg.compare_strategies:
-        settings = {**_student_settings(base, finetuned, candidates[-1], strategy), "trim_vocab": plan.cfg.trim_vocab}
+    shape = _comparison_shape([], candidates)
+    for strategy in plan.cfg.compare_strategies if shape else ():
+        settings = {**_student_settings(base, finetuned, shape, strategy), "trim_vocab": plan.cfg.trim_vocab}
         prepare(DistillConfig.from_dict(settings, where=f"--compare-strategies {strategy}"))
 
 
@@ -226,17 +227,25 @@ def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, 
             "verdicts": verdicts, "meets_on_dev": bool(deployable)}
 
 
-def _comparison_shape(tried: list[dict]) -> Candidate:
-    """The shape the paper's strategies are distilled at: the first candidate that met the budget, else the last."""
-    meeting = [t for t in tried if t["meets_on_dev"]]
-    return (meeting[0] if meeting else tried[-1])["candidate"]
+def _comparison_shape(tried: list[dict], candidates: list[Candidate]) -> Candidate | None:
+    """The shape the paper's strategies are distilled at: the first transformer candidate that met the budget, else
+    the largest one tried, else the cheapest one listed (pretraining KD needs layers: never the static student)."""
+    layered = [t["candidate"] for t in tried if not t["candidate"].is_static]
+    meeting = [t["candidate"] for t in tried if t["meets_on_dev"] and not t["candidate"].is_static]
+    listed = [c for c in candidates if not c.is_static]
+    return meeting[0] if meeting else layered[-1] if layered else listed[0] if listed else None
 
 
-def _compare_strategies(plan: _Plan, steps: Steps, base: dict, finetuned: str, shape: Candidate) -> dict[str, str]:
+def _compare_strategies(plan: _Plan, steps: Steps, base: dict, finetuned: str,
+                        shape: Candidate | None) -> dict[str, str]:
     from kdcompress import distill
     from kdcompress.training.strategies import get_strategy
 
     made = {}
+    if shape is None:
+        if plan.cfg.compare_strategies:
+            console.print("[yellow]no transformer candidate to distil the compared strategies at: skipped[/]")
+        return made
     for strategy in plan.cfg.compare_strategies:
         settings = {**_student_settings(base, finetuned, shape, strategy), "trim_vocab": plan.cfg.trim_vocab}
         if not get_strategy(strategy).uses_finetuned_teacher:
