@@ -221,3 +221,14 @@ def merged(cls: type[S], config_file: str | Path | None, given: dict[str, Any]) 
     refuse_command_line_only(cls, from_file, config_file)
     source = f"{config_file} [{cls.table}] or the command line" if config_file else "the command line"
     return cls.from_dict({**from_file, **given}, where=source)
+
+
+@dataclasses.dataclass
+class StepTables:
+    """The step tables of a command that runs the whole chain (experiment, compress): [distill], [export] and [bench]
+    settings passed to every step of that kind, and the file they came from."""
+
+    distill: dict[str, Any] = setting(factory=dict, help="[distill] settings shared by every student.", cli=False)
+    export: dict[str, Any] = setting(factory=dict, help="[export] settings of every export.", cli=False)
+    bench: dict[str, Any] = setting(factory=dict, help="[bench] settings (limit, batch_sizes, ...).", cli=False)
+    config_path: str | None = setting(None, help="The file this came from, quoted in the report.", cli=False)

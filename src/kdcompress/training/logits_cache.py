@@ -21,17 +21,11 @@ from kdcompress.training.batching import TextBatcher
 WEIGHTS_FILE = "model.safetensors"
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(teacher_dir: str | Path, batcher: TextBatcher) -> str:
     # hashing the weights takes about a second for a 12-layer teacher: nothing beside the passes it saves
-    identity = {"teacher": _file_digest(Path(teacher_dir).expanduser() / WEIGHTS_FILE),
+    with (Path(teacher_dir).expanduser() / WEIGHTS_FILE).open("rb") as weights:
+        teacher = hashlib.file_digest(weights, "sha256").hexdigest()
+    identity = {"teacher": teacher,
                 "tokenizer": type(batcher.tokenizer).__name__, "vocab": len(batcher.tokenizer),
                 "max_length": batcher.max_length}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
