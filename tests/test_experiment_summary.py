@@ -1,6 +1,7 @@
 import pytest
 
-from kdcompress.experiment.summary import ModelRef, aggregate, assess_claims
+from kdcompress.experiment.report import render_claims
+from kdcompress.experiment.summary import ModelRef, aggregate, assess_claims, compare_rows
 
 
 def _acc(source, targets):
@@ -62,19 +63,21 @@ def test_missing_strategies_are_not_tested(results):
 
 
 def _with_arms(results):
-    """The fixture plus a transfer-set arm and a second pretraining-corpus size, as an experiment config has them."""
+    """The fixture plus a transfer-set arm and a second pretraining-corpus size, as an experiment config has them.
+
+    The transfer arm is named `xfer`: `transfer` is a registered strategy, and an arm may not take its name."""
     from kdcompress.experiment.config import ExperimentConfig
 
     refs, accuracy, headline = results
-    accuracy.update({"transfer-set-s1": _acc(0.89, {"de": 0.78, "sw": 0.57}),
-                     "transfer-set-s2": _acc(0.87, {"de": 0.77, "sw": 0.55}),
+    accuracy.update({"xfer-s1": _acc(0.89, {"de": 0.78, "sw": 0.57}),
+                     "xfer-s2": _acc(0.87, {"de": 0.77, "sw": 0.55}),
                      "pretrain-big-s1": _acc(0.86, {"de": 0.77, "sw": 0.59}),
                      "pretrain-big-s2": _acc(0.86, {"de": 0.77, "sw": 0.57})})
-    refs = refs + [ModelRef(f"{g}-s{s}", g, s, "pytorch") for g in ("transfer-set", "pretrain-big") for s in (1, 2)]
+    refs = refs + [ModelRef(f"{g}-s{s}", g, s, "pytorch") for g in ("xfer", "pretrain-big") for s in (1, 2)]
     cfg = ExperimentConfig.from_dict({
         "strategies": ["none", "finetune", "pretrain"], "seeds": [1, 2],
         "distill": {"lr": 1e-4, "corpus_max_sentences": 2000},
-        "arms": {"transfer-set": {"strategy": "finetune", "kd_transfer": "source+corpus", "lr": 1e-4},
+        "arms": {"xfer": {"strategy": "finetune", "kd_transfer": "source+corpus", "lr": 1e-4},
                  "pretrain-big": {"strategy": "pretrain", "corpus_max_sentences": 50000}}})
     return cfg, aggregate(refs, accuracy, headline, source_lang="en")
 
@@ -84,14 +87,14 @@ def test_arm_rows_show_changes_and_gaps_to_the_teacher(results):
 
     cfg, summary = _with_arms(results)
     rows = {r["arm"]: r for r in arm_rows(cfg, summary)}
-    assert rows["transfer-set"]["changes"] == {"kd_transfer": "source+corpus"}  # lr equals [distill]'s: no change
+    assert rows["xfer"]["changes"] == {"kd_transfer": "source+corpus"}  # lr equals [distill]'s: no change
     assert rows["none"]["changes"] == {}
-    gaps = rows["transfer-set"]["gaps"]  # teacher: en 0.90, de 0.80, sw 0.60; transfer means: en 0.88, de 0.775, sw 0.56
+    gaps = rows["xfer"]["gaps"]  # teacher: en 0.90, de 0.80, sw 0.60; transfer means: en 0.88, de 0.775, sw 0.56
     assert gaps["source"] == pytest.approx(0.02)
     assert gaps["target"] == pytest.approx(0.70 - (0.775 + 0.56) / 2)
     assert gaps["worst_lang"] == "sw" and gaps["worst"] == pytest.approx(0.04)
     dev = "\n".join(render_arms(cfg, summary, "dev"))
-    assert "| transfer-set | finetune | kd_transfer=source+corpus | 2 |" in dev
+    assert "| xfer | finetune | kd_transfer=source+corpus | 2 |" in dev
     chosen = [line for line in dev.splitlines() if "chosen" in line and line.startswith("| ")]
     assert len(chosen) == 1 and chosen[0].startswith("| pretrain-big |")  # best target average: 67.5 vs 66.75
 
@@ -124,16 +127,50 @@ def test_corpus_size_curve_takes_real_sizes_and_arms_that_changed_more(results):
 
 def test_claim_two_is_read_again_for_each_transfer_arm(results):
     cfg, summary = _with_arms(results)
-    claims = assess_claims(summary, transfer_arms=("transfer-set",))
-    transfer = [c for c in claims if "`transfer-set`" in c["claim"]]
+    claims = assess_claims(summary, transfer_arms=("xfer",))
+    transfer = [c for c in claims if "`xfer`" in c["claim"]]
     assert len(transfer) == 1 and transfer[0]["testable"]
     assert transfer[0]["verdict"] == "not observed"  # the transfer arm beats `none` on targets in both seeds
-    assert transfer[0]["evidence"]["behind"] == "transfer-set"
+    assert transfer[0]["evidence"]["behind"] == "xfer"
 
 
 def test_claim_two_on_transfer_arms_without_none_is_one_line(results):
     cfg, summary = _with_arms(results)
     summary = {k: v for k, v in summary.items() if not k.startswith("none/")}
-    claims = assess_claims(summary, transfer_arms=("transfer-set", "pretrain-big"))
+    claims = assess_claims(summary, transfer_arms=("xfer", "pretrain-big"))
     transfer = [c for c in claims if "transfer set" in c["claim"]]
     assert len(transfer) == 1 and transfer[0]["verdict"] == "not tested: needs the none strategy"
+
+
+def _lang_row(per_language, seeds=(1, 2)):
+    """A summary row with hand-set per-language means (fractions), as aggregate() writes them."""
+    values = [sum(per_language.values()) / len(per_language)] * len(seeds)
+    return {"seeds": list(seeds), "source_lang": "en",
+            "source": {"mean": 0.8, "std": 0.0, "values": [0.8] * len(seeds)},
+            "target_average": {"mean": values[0], "std": 0.0, "values": values},
+            "per_language": {"en": {"mean": 0.8}, **{lang: {"mean": m} for lang, m in per_language.items()}}}
+
+
+@pytest.mark.parametrize("ahead, behind, leads, ties", [
+    ({"de": 0.75, "sw": 0.50, "yo": 0.40}, {"de": 0.70, "sw": 0.55, "yo": 0.45}, 1, 0),
+    # the same three correct answers of 204 summed in another order: equal up to float rounding, a tie, not a lead
+    ({"de": (0.1 + 0.2 + 0.3) / 3, "sw": 0.5, "yo": 0.4}, {"de": (0.3 + 0.2 + 0.1) / 3, "sw": 0.5, "yo": 0.3}, 1, 2),
+    ({"de": 0.5, "sw": 0.5, "yo": 0.5}, {"de": 0.5, "sw": 0.5, "yo": 0.5}, 0, 3),
+    ({"de": 0.5 + 1e-6, "sw": 0.5, "yo": 0.5}, {"de": 0.5, "sw": 0.5, "yo": 0.6}, 1, 1),  # 1e-6 is a real lead
+])
+def test_per_language_ties_are_not_leads(ahead, behind, leads, ties):
+    assert (0.1 + 0.2 + 0.3) / 3 != (0.3 + 0.2 + 0.1) / 3  # the float case the tolerance is for
+    ev = compare_rows(_lang_row(ahead), _lang_row(behind), "a", "b")
+    assert (ev["languages_better"], ev["languages_tied"], ev["languages"]) == (leads, ties, 3)
+
+
+@pytest.mark.parametrize("leads, ties, text", [
+    (9, 0, "in 9/31 target languages;"),
+    (8, 2, "in 8/31 target languages (8 leads, 2 ties);"),
+    (0, 1, "in 0/31 target languages (0 leads, 1 tie);"),
+])
+def test_the_claims_section_says_leads_and_ties(leads, ties, text):
+    ev = {"ahead": "a", "behind": "b", "target_diff": -0.009, "spread": 0.011, "seeds_agreeing": 0, "seeds": 3,
+          "source_diff": -0.002, "languages_better": leads, "languages_tied": ties, "languages": 31}
+    (_, _, _, head, line) = render_claims([{"claim": "c", "verdict": "contradicted", "evidence": ev}])
+    assert head == "- **c**: contradicted." and text in line

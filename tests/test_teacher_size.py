@@ -96,3 +96,22 @@ def test_a_report_without_teacher_facts_reads_them_from_its_bench(tmp_path, tiny
     compared = load_compared([str(tmp_path / "old")], own_out=tmp_path / "own", task="sib200", source="en",
                              targets=["de"])
     assert compared["reports"][0]["teacher"] == teacher_facts(tiny_classifier_dir)
+
+
+@pytest.mark.parametrize("spellings", [
+    ["large"], ["large", "large"], ["large", "large/"], ["large", "./large", "small"],
+])
+def test_each_claim_line_is_printed_once_however_often_an_experiment_is_named(tmp_path, monkeypatch, spellings):
+    from kdcompress.experiment.report import render_claims
+
+    monkeypatch.chdir(tmp_path)
+    own = _experiment(tmp_path / "small", 6, 107e6, {"transfer": [0.70, 0.71, 0.72], "finetune": [0.5, 0.6, 0.4]})
+    _experiment(tmp_path / "large", 12, 118e6, {"transfer": [0.75, 0.76, 0.70], "finetune": [0.6, 0.7, 0.5]})
+    compared = load_compared(spellings, own_out=tmp_path / "small", task="sib200", source="en",
+                             targets=["de", "sw"])
+    assert len(compared["reports"]) == 1
+    claims = assess_claims(own["summary"], transfer_arms=("transfer",),
+                           teacher_size=teacher_size_claims(own, compared))
+    lines = [line for line in render_claims(claims) if line.startswith("- **")]
+    assert len(lines) == len(set(lines)) == 5  # claims 1 and 2, claim 2 for the transfer arm, claim 3 per arm
+    assert sum("(`finetune`: 12-layer teacher" in line for line in lines) == 1

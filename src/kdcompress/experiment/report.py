@@ -27,6 +27,13 @@ def _pct(stat: dict | None) -> str:
     return f"{100 * stat['mean']:.1f}{spread}"
 
 
+def _leads(ev: dict) -> str:
+    """Per-language leads out of the target languages, with exact ties named: a tie is not a lead."""
+    ties = ev.get("languages_tied", 0)  # reports written before ties were counted have no such key
+    return (f"{ev['languages_better']}/{ev['languages']} target languages"
+            + (f" ({ev['languages_better']} leads, {ties} {'tie' if ties == 1 else 'ties'})" if ties else ""))
+
+
 def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
 
@@ -82,6 +89,19 @@ def _fastest_line(bench: dict, cell: str) -> list[str]:
     return ["", f"Fastest model and runtime at {cell}: `{name}`, {timed[name]:.1f} ms median{versus}."]
 
 
+def render_claims(claims: list[dict]) -> list[str]:
+    lines = ["", "## The paper's claims, on these numbers", ""]
+    for claim in claims:
+        lines.append(f"- **{claim['claim']}**: {claim['verdict']}.")
+        ev = claim["evidence"]
+        if ev:
+            lines.append(f"  `{ev['ahead']}` minus `{ev['behind']}`: target average {100 * ev['target_diff']:+.1f} points "
+                         f"(seed spread {100 * ev['spread']:.1f}); `{ev['ahead']}` ahead in "
+                         f"{ev['seeds_agreeing']}/{ev['seeds']} seeds and in {_leads(ev)}; "
+                         f"source language {100 * ev['source_diff']:+.1f} points.")
+    return lines
+
+
 def render_markdown(outcome: ExperimentOutcome) -> str:
     cfg, summary, claims, bench = outcome.cfg, outcome.summary, outcome.claims, outcome.bench
     source, targets, timings, wall_seconds = outcome.source, outcome.targets, outcome.timings, outcome.wall_seconds
@@ -120,15 +140,7 @@ def render_markdown(outcome: ExperimentOutcome) -> str:
     lines += render_costs(outcome.costs, machine.get("cpu", {}).get("physical_cores"))
     lines += render_losses(outcome.losses)
     lines += render_teacher_sizes({"teacher": outcome.teacher, "summary": summary}, outcome.compared)
-    lines += ["", "## The paper's claims, on these numbers", ""]
-    for claim in claims:
-        lines.append(f"- **{claim['claim']}**: {claim['verdict']}.")
-        ev = claim["evidence"]
-        if ev:
-            lines.append(f"  `{ev['ahead']}` minus `{ev['behind']}`: target average {100 * ev['target_diff']:+.1f} points "
-                         f"(seed spread {100 * ev['spread']:.1f}); `{ev['ahead']}` ahead in "
-                         f"{ev['seeds_agreeing']}/{ev['seeds']} seeds and in {ev['languages_better']}/{ev['languages']} "
-                         f"target languages; source language {100 * ev['source_diff']:+.1f} points.")
+    lines += render_claims(claims)
     lines += ["", "## Per language (accuracy %, mean ± std over seeds)", "",
               "| language | " + " | ".join(GROUP_LABEL.get(r["group"], r["group"]) for r in fp32) + " |",
               "|---|" + "---|" * len(fp32)]

@@ -20,6 +20,16 @@ class ModelRef:
     form: str  # "pytorch" or "int8"
 
 
+# Accuracies are fractions; two means within this of each other are the same number of correct answers reached
+# along different float roundings (the same per-seed values summed in another order), so they count as a tie.
+TIE_TOLERANCE = 1e-9
+
+
+def lead_or_tie(diff: float) -> str:
+    """"lead", "tie" or "trail" for a difference of two mean accuracies (fractions)."""
+    return "tie" if abs(diff) <= TIE_TOLERANCE else "lead" if diff > 0 else "trail"
+
+
 def _spread(values: list[float]) -> float:
     return stdev(values) if len(values) > 1 else 0.0
 
@@ -67,11 +77,12 @@ def compare_rows(a: dict, b: dict, better: str, worse: str) -> dict:
     diff = a["target_average"]["mean"] - b["target_average"]["mean"]
     spread = math.sqrt(a["target_average"]["std"] ** 2 + b["target_average"]["std"] ** 2)
     langs = a["per_language"].keys() - {a["source_lang"]}
-    lang_wins = sum(a["per_language"][lang]["mean"] > b["per_language"][lang]["mean"] for lang in langs)
+    outcomes = [lead_or_tie(a["per_language"][lang]["mean"] - b["per_language"][lang]["mean"]) for lang in langs]
     return {"ahead": better, "behind": worse, "target_diff": diff, "spread": spread, "paired_diffs": paired,
-            "seeds_agreeing": sum(d > 0 for d in paired), "seeds": len(paired),
+            "seeds_agreeing": sum(lead_or_tie(d) == "lead" for d in paired), "seeds": len(paired),
             "source_diff": a["source"]["mean"] - b["source"]["mean"],
-            "languages_better": lang_wins, "languages": len(langs)}
+            "languages_better": outcomes.count("lead"), "languages_tied": outcomes.count("tie"),
+            "languages": len(langs)}
 
 
 def verdict(comparison: dict) -> str:

@@ -47,11 +47,14 @@ def load_compared(paths: list[str], *, own_out: Path, task: str, source: str, ta
     Returns {"reports": [...], "missing": [paths without a report yet]}: in a series of runs the later ones do
     not exist when the first runs, so a missing report is stated in the report, not an error; a report of
     another task or other languages is."""
-    reports, missing = [], []
+    reports, missing, seen = [], [], {own_out.resolve()}
     for path in paths:
         folder = Path(path).expanduser()
-        if folder.resolve() == own_out.resolve():
-            continue  # one config file serves every run of a series: each skips itself
+        if folder.resolve() in seen:
+            # one config file serves every run of a series: each skips itself; and one experiment named twice
+            # (a config's list plus --compare-teachers, or "runs/x" and "runs/x/") would print its claims twice
+            continue
+        seen.add(folder.resolve())
         report = folder / "report" / "experiment.json"
         if not report.is_file():
             missing.append(str(path))
