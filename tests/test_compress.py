@@ -110,7 +110,7 @@ def test_frontier_chooses_the_fastest_form_that_meets_the_budget_on_dev():
     test = _payload(latencies, {m: 0.8 for m in latencies})
     frontier = build_frontier(Budget(3.0), tried, {}, test, teacher_dev=test["accuracy"]["teacher"],
                               settings={}, timings={}, reused=[])
-    assert frontier.chosen == "4L-ov"  # 2L forms are faster but miss the budget; the PyTorch student is not served
+    assert frontier.chosen == "4L-ov"  # 2L forms are faster but miss the budget
     row = frontier.row("4L-ov")
     assert row["latency"]["speedup_vs_teacher_b1_real"] == pytest.approx(10.0)
     assert row["latency"]["speedup_vs_mbert_base_b1_128"] == pytest.approx(30.0)
@@ -144,7 +144,7 @@ def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_ste
     result = run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, max_drop=100.0))
     assert result.met and result.frontier.chosen.startswith("2L-onnxruntime")  # the deployable forms only
     frontier = json.loads((out / "frontier.json").read_text())
-    assert {r["name"] for r in frontier["rows"]} == {"2L-pytorch", "2L-onnxruntime", "2L-onnxruntime-int8"}
+    assert {r["name"] for r in frontier["rows"]} == {"2L-onnxruntime", "2L-onnxruntime-int8"}
     assert (out / "frontier.md").read_text().startswith("# Compression frontier\n\n**chosen: 2L-onnxruntime")
     assert (out / "frontier.png").stat().st_size > 0
     labels = [p.label for p in Predictor(out / "model", threads=1).predict(["Wo ist der Bahnhof?"])]
@@ -159,9 +159,9 @@ def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_ste
                                                 distill={"max_steps": 3, "batch_size": 4, "corpus_max_sentences": 16,
                                                          "max_length": 32, "save_every": 1000}))
     assert "distill 2L" in changed.frontier.timings and "fine-tune the teacher" in changed.frontier.timings
-    assert {r["name"] for r in changed.frontier.rows} == {"2L-pytorch", "2L-onnxruntime"}
+    assert {r["name"] for r in changed.frontier.rows} == {"2L-onnxruntime"}
     paths = {r["path"] for r in changed.frontier.rows} | {r["path"] for r in result.frontier.rows}
-    assert len(paths) == 5  # the old student's folders were left, not reused
+    assert len(paths) == 3  # the old student's exports were left, not reused
 
 
 def test_compress_refuses_a_finetuned_teacher_without_a_head_and_unknown_languages(tiny_teacher_dir, data_dir,

@@ -47,6 +47,9 @@ class BenchConfig(Settings):
                            "NAME@RUNTIME; OpenVINO needs pip install 'kdcompress[openvino]').")
     throughput: bool = setting(True, help="Also time exported models on all the task's sentences at batch 32, "
                                "length-bucketed vs arrival order (rows/s).")
+    accuracy_models: list[str] | None = setting(None, help="Models whose accuracy is measured (default: all; the "
+                                                "rest are timed only, e.g. a random-weight shape that speed-ups "
+                                                "are quoted against).", cli=False)
     latency_models: list[str] | None = setting(None, help="Models to time (default: all; the rest get accuracy "
                                                "only).", cli=False)
     overwrite: bool = setting(False, help="Replace an existing --out folder.")

@@ -72,14 +72,15 @@ def summary_table(result: dict) -> Table:
     rows = []
     for name, info in result["models"].items():
         head = result["headline"].get(name)  # absent for models measured for accuracy only
-        acc = result["accuracy"][name]
+        acc = result["accuracy"].get(name)  # absent for models timed only
         timing = [_ms(head["median_ms"]), _ms(head["p90_ms"]), _ms(head["p99_ms"]), _ms(head["e2e_median_ms"]),
                   f"{head['throughput_per_s']:.0f}", f"{head['speedup']:.2f}×"] if head else ["–"] * 6
         rows.append([
             name, model_kind(info), _mb(info.get("size_mb")), f"{info['load_seconds']:.2f}",
             _mb(info.get("peak_rss_mb")), *timing,
-            _pct(acc["source"]), _pct(acc["target_average"]),
-            "baseline" if name == settings["baseline"] else _delta(acc["delta_vs_baseline"]["target_average"]),
+            *([_pct(acc["source"]), _pct(acc["target_average"]),
+               "baseline" if name == settings["baseline"] else _delta(acc["delta_vs_baseline"]["target_average"])]
+              if acc else ["–", "–", "timed only"]),
         ])
     return Table(f"{settings['task']} on {settings['device']}: latency at {headline_label(settings)} "
                  f"(model only), accuracy in %", headers, rows, right_from=2)
@@ -101,7 +102,7 @@ def latency_table(result: dict) -> Table:
 
 def accuracy_table(result: dict) -> Table:
     settings = result["settings"]
-    names = list(result["models"])
+    names = [name for name in result["models"] if name in result["accuracy"]]
     headers = ["language", "n"] + names
     langs = [settings["source_lang"], *settings["target_langs"]]
     rows = []
@@ -250,7 +251,7 @@ def _pyplot():
 def plot_latency_vs_accuracy(result: dict, path: Path) -> None:
     plt = _pyplot()
     settings = result["settings"]
-    names = [n for n in result["models"] if n in result["headline"]]  # the timed models
+    names = [n for n in result["models"] if n in result["headline"] and n in result["accuracy"]]  # timed, scored
     latency = [result["headline"][n]["median_ms"] for n in names]
     acc = [100 * (result["accuracy"][n]["target_average"] or 0.0) for n in names]
     front = [i for i, n in enumerate(names) if result["headline"][n]["pareto"]]
@@ -285,7 +286,7 @@ def plot_accuracy_per_language(result: dict, path: Path) -> None:
 
     plt = _pyplot()
     settings = result["settings"]
-    names = list(result["models"])
+    names = [name for name in result["models"] if name in result["accuracy"]]
     langs = [settings["source_lang"], *settings["target_langs"]]
     labels = [f"{settings['source_lang']}\n(source)"] + list(settings["target_langs"]) + ["target\navg"]
     x = np.arange(len(labels), dtype=float)

@@ -109,8 +109,15 @@ def _resolve(cfg: BenchConfig, task: Task) -> BenchConfig:
     if unknown or baseline not in timed:
         raise KDCompressError(f"latency models must be among the models and include the baseline {baseline!r}; "
                               f"got {', '.join(timed) or 'none'}")
+    scored = list(models) if cfg.accuracy_models is None else list(dict.fromkeys(cfg.accuracy_models))
+    if any(name not in models for name in scored) or baseline not in scored:
+        raise KDCompressError(f"accuracy models must be among the models and include the baseline {baseline!r}; "
+                              f"got {', '.join(scored) or 'none'}")
+    if set(models) - set(timed) - set(scored):
+        raise KDCompressError(f"models {', '.join(sorted(set(models) - set(timed) - set(scored)))} are neither "
+                              "timed nor scored; drop them or add them to latency_models or accuracy_models")
     return dataclasses.replace(
-        cfg, source_lang=source, target_langs=targets, baseline=baseline, latency_models=timed,
+        cfg, source_lang=source, target_langs=targets, baseline=baseline, latency_models=timed, accuracy_models=scored,
         threads=cfg.threads or physical_cores(), rounds=min(cfg.rounds, cfg.repeats),
         batch_sizes=list(dict.fromkeys(cfg.batch_sizes)), seq_lens=list(dict.fromkeys(cfg.seq_lens)))
 
@@ -215,7 +222,7 @@ def _probe_memory(runners: Mapping[str, Runner], model_info: dict[str, dict], pr
 def _measure_accuracy(runners: Mapping[str, Runner], mappings: Mapping[str, np.ndarray],
                       examples: Mapping[str, list[Example]], progress, plan: BenchConfig) -> dict[str, dict]:
     accuracy = {}
-    for name, runner in runners.items():
+    for name, runner in ((name, runners[name]) for name in plan.accuracy_models):
         job = progress.add_task(f"accuracy {name}", total=sum(len(e) for e in examples.values()))
         per_lang = acc.evaluate(runner, mappings[name], examples, on_batch=lambda n, job=job: progress.advance(job, n))
         accuracy[name] = acc.summarize_languages(per_lang, plan.source_lang, plan.target_langs)
@@ -250,14 +257,16 @@ def _headline(latency: Sequence[dict], accuracy: Mapping[str, dict], head: dict)
     headline = {}
     for entry in latency:
         if entry["batch_size"] == head["batch_size"] and entry["seq_len"] == head["seq_len"]:
-            timing, model_acc = entry["model_only"], accuracy[entry["model"]]
+            timing = entry["model_only"]
+            model_acc = accuracy.get(entry["model"], {"target_average": None, "source": None})  # timed only
             headline[entry["model"]] = {
                 "median_ms": timing["median_ms"], "p90_ms": timing["p90_ms"], "p99_ms": timing["p99_ms"],
                 "mean_ms": timing["mean_ms"], "e2e_median_ms": entry["end_to_end"]["median_ms"],
                 "throughput_per_s": timing["throughput_per_s"], "speedup": entry["speedup"],
                 "target_average": model_acc["target_average"], "source": model_acc["source"],
             }
-    front = pareto_front({n: (h["median_ms"], h["target_average"] or 0.0) for n, h in headline.items()})
+    front = pareto_front({n: (h["median_ms"], h["target_average"]) for n, h in headline.items()
+                          if h["target_average"] is not None})
     for name in headline:
         headline[name]["pareto"] = name in front
     return headline
@@ -299,6 +308,7 @@ def _settings_record(plan: BenchConfig, task: Task, threads_source: str) -> dict
         "max_seconds_per_cell": plan.max_seconds_per_cell, "max_length": plan.max_length,
         "eval_batch_size": acc.EVAL_BATCH_SIZE, "measure_memory": plan.memory,
         "memory_probe_batch": list(_probe_batch(plan)), "latency_models": plan.latency_models,
+        "accuracy_models": plan.accuracy_models,
         "headline": headline_cell(plan.batch_sizes, plan.seq_lens, plan.real_lengths),
         "data_dir": plan.data_dir if plan.data_dir else os.environ.get("KDCOMPRESS_DATA_DIR"),
         "models": dict(plan.models), "out": plan.out, "command": plan.command,

@@ -16,7 +16,7 @@ from kdcompress.compress.reference import REFERENCE_NAME
 @dataclass(frozen=True)
 class Frontier:
     budget: Budget
-    rows: list[dict]  # one per model made from a candidate: its PyTorch student and each exported form
+    rows: list[dict]  # one per exported form of each candidate
     compared: list[dict]  # the strategies distilled beside the chosen shape (accuracy only)
     teacher: dict
     reference: dict  # the mBERT-base shape: latency only
@@ -67,26 +67,24 @@ def build_frontier(budget: Budget, tried: list[dict], compared: dict[str, str], 
     rows = []
     for entry in tried:
         candidate = entry["candidate"]
-        for name in entry["models"]:
-            form = entry["forms"].get(name)
+        for name in entry["forms"]:
+            form = entry["forms"][name]
             info = models_info.get(name, {})
             accuracy = _test_accuracy(test, name)
             rows.append({
                 "name": name, "candidate": candidate.name, "layers": candidate.layers, "hidden": candidate.hidden,
-                "form": form.suffix if form else "pytorch", "runtime": form.runtime if form else "pytorch",
-                "deployable": form is not None, "precision": info.get("precision"),
+                "form": form.suffix, "runtime": form.runtime, "precision": info.get("precision"),
                 "quantization": info.get("quantization"), "path": entry["models"][name],
                 "dev": entry["verdicts"][name], "test": {**accuracy,
                                                          "gaps": gaps_to_teacher(accuracy, teacher_test).to_dict()},
                 "latency": _speed(test, name, long_len), "size_mb": info.get("size_mb"),
                 "peak_rss_mb": info.get("peak_rss_mb"), "parameters": info.get("parameters"),
             })
-    meeting = [r for r in rows if r["deployable"] and r["dev"]["meets"] and r["latency"]["b1_real_ms"]]
+    meeting = [r for r in rows if r["dev"]["meets"] and r["latency"]["b1_real_ms"]]
     chosen = min(meeting, key=lambda r: r["latency"]["b1_real_ms"])["name"] if meeting else None
-    deployable = [r for r in rows if r["deployable"]]
     closest = None
-    if chosen is None and deployable:
-        closest = min(deployable, key=lambda r: (r["dev"]["excess"], r["latency"]["b1_real_ms"] or float("inf")))["name"]
+    if chosen is None and rows:
+        closest = min(rows, key=lambda r: (r["dev"]["excess"], r["latency"]["b1_real_ms"] or float("inf")))["name"]
     compared_rows = []
     for name in compared:
         accuracy = _test_accuracy(test, name)
