@@ -321,3 +321,40 @@ def test_atomic_output_dir_refuses_a_file_before_the_block(tmp_path):
         with atomic_output_dir(tmp_path / "out", overwrite=True):
             pytest.fail("the block ran")
     assert (tmp_path / "out").read_text() == "a user's file" and leftovers(tmp_path) == ["out"]
+
+
+def test_write_json_atomic_leaves_no_temporary_on_a_full_disk(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from kdcompress.io import write_json_atomic
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError):
+        write_json_atomic(tmp_path / "record.json", {"a": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_during_export_names_the_disk_not_the_exporter(tiny_classifier_dir, data_dir, tmp_path,
+                                                                    monkeypatch):
+    import errno
+
+    import torch
+    from typer.testing import CliRunner
+
+    from kdcompress.cli import app
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "model.onnx"))
+
+    monkeypatch.setattr(torch.onnx, "export", full_disk)
+    out = tmp_path / "onnx"
+    result = CliRunner().invoke(app, ["export-onnx", str(tiny_classifier_dir), "--out", str(out), "--task", "sib200",
+                                      "--langs", "en", "--data-dir", str(data_dir), "--check-samples", "2"])
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "torch.onnx could not export" not in lines[0] and "model.onnx" in lines[0]
+    assert not out.exists()

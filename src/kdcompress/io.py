@@ -114,8 +114,12 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
     """Write JSON through a temporary file and rename, so readers never see a partial file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk must not leave a half-written temporary behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: str | os.PathLike, *, what: str) -> Any:

@@ -42,6 +42,7 @@ from kdcompress.io import atomic_output_dir, check_writable_output, match_umask,
 from kdcompress.locks import temp_prefix
 from kdcompress.machine import library_versions
 from kdcompress.model_config import trained_max_length
+from kdcompress.os_errors import find_os_fault
 from kdcompress.quiet import quiet_block
 from kdcompress.runtime.registry import get_runtime
 from kdcompress.settings import build
@@ -347,6 +348,8 @@ def export_fp32(source: SourceModel, path: Path, *, opset: int, cls_only_last_la
             return "torch.onnx.export (TorchScript, dynamo=False)"
         except Exception as ts_exc:  # noqa: BLE001 - any tracer failure: try the other exporter
             path.unlink(missing_ok=True)
+            if find_os_fault(ts_exc):  # a full disk or a permission is not the exporter's fault: name it
+                raise ts_exc
             try:
                 batch, seq = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length")
                 program = torch.onnx.export(wrapper, example, dynamo=True, input_names=source.input_names,
@@ -355,6 +358,8 @@ def export_fp32(source: SourceModel, path: Path, *, opset: int, cls_only_last_la
                 program.save(str(path), external_data=False)
                 return f"torch.onnx.export (dynamo; TorchScript failed: {describe(ts_exc)})"
             except Exception as exc:  # noqa: BLE001
+                if find_os_fault(exc):
+                    raise
                 raise KDCompressError(f"torch.onnx could not export {source.model_dir} ({describe(exc)}); "
                                       "check that the model runs in PyTorch") from None
 
