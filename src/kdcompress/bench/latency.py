@@ -121,6 +121,7 @@ def measure_cell(runners: Mapping[str, Runner], workloads: Mapping[str, Workload
             runner.forward(work.encoded[call % len(work.encoded)])
             runner.logits(texts, pairs, pad_to=work.pad_to)
 
+    primed: set[tuple] = set()
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside a timed call would be charged to whichever model was unlucky
@@ -134,6 +135,13 @@ def measure_cell(runners: Mapping[str, Runner], workloads: Mapping[str, Workload
                     call = len(model_s[name])
                     encoded = work.encoded[call % len(work.encoded)]
                     texts, pairs = work.texts[call % len(work.texts)]
+                    shape = (name, _shape_key(encoded))
+                    if shape not in primed:
+                        # A runtime's first call on a new input shape (OpenVINO reshapes and recompiles) would be
+                        # charged to the model-only timer, which runs first: 6.1 ms against 4.0 end to end for a
+                        # 6-layer student at real lengths. Both timers measure the steady state instead.
+                        runner.forward(encoded)
+                        primed.add(shape)
                     started = time.perf_counter()
                     runner.forward(encoded)
                     middle = time.perf_counter()
@@ -159,3 +167,10 @@ def measure_cell(runners: Mapping[str, Runner], workloads: Mapping[str, Workload
         }
         for name in names
     }
+
+
+def _shape_key(encoded) -> tuple:
+    """The input shapes of one call (a feed dict of arrays or tensors)."""
+    values = encoded.values() if isinstance(encoded, dict) else [encoded]
+    return tuple(tuple(getattr(value, "shape", ())) for value in values)
+
