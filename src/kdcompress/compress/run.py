@@ -118,7 +118,8 @@ def _check(cfg: CompressConfig) -> _Plan:
     cfg.step_settings("bench")
     forms = forms_for(_runtimes(cfg), cfg.int8)
     if not forms:
-        raise KDCompressError("no runtime form to export to: install onnxruntime or openvino, or pass --int8")
+        raise KDCompressError("no exported runtime can run on this machine; pip install onnxruntime (or "
+                              "'kdcompress[openvino]')")
     return _Plan(cfg, task, source, targets, forms, out,
                  Budget(cfg.max_drop, cfg.max_drop_lang, cfg.max_drop_source))
 
@@ -149,15 +150,11 @@ def _run(plan: _Plan) -> CompressResult:
     # would be the same work again
     base = {"evaluate": False, **cfg.distill, **plan.common, "seed": cfg.seed, "teacher": teacher,
             "teacher_logits_cache": str(plan.out / "work" / "teacher-logits")}
-    if cfg.finetuned_teacher:
-        finetuned = cfg.finetuned_teacher
-    elif teacher_loading.is_finetuned_for(teacher_config, plan.task):
-        finetuned = teacher
-    else:
-        finetuned = str(steps.run("fine-tune the teacher", steps.folder("teachers", "finetuned", base),
-                                  lambda target, resume: finetune_teacher(**base, out=str(target), resume=resume),
-                                  base))
-    _check_students(plan, candidates, base, finetuned)
+    given = cfg.finetuned_teacher or (teacher if teacher_loading.is_finetuned_for(teacher_config, plan.task) else None)
+    _check_students(plan, candidates, base, given)  # before the teacher trains: a bad shape fails in seconds
+    finetuned = given or str(steps.run(
+        "fine-tune the teacher", steps.folder("teachers", "finetuned", base),
+        lambda target, resume: finetune_teacher(**base, out=str(target), resume=resume), base))
 
     teacher_dev = _dev_accuracy(plan, steps, {"teacher": finetuned}, "dev-teacher")["teacher"]
     tried: list[dict] = []
@@ -174,11 +171,11 @@ def _run(plan: _Plan) -> CompressResult:
     return CompressResult(plan.out, frontier)
 
 
-def _student_settings(base: dict, finetuned: str, shape: Candidate, strategy: str) -> dict:
+def _student_settings(base: dict, finetuned: str | None, shape: Candidate, strategy: str) -> dict:
     return {**base, "strategy": strategy, "finetuned_teacher": finetuned, **shape.distill_settings()}
 
 
-def _check_students(plan: _Plan, candidates: list[Candidate], base: dict, finetuned: str) -> None:
+def _check_students(plan: _Plan, candidates: list[Candidate], base: dict, finetuned: str | None) -> None:
     """What `distill` checks first (student shape, corpus, transfer set), for every student before the first trains."""
     from kdcompress.training.config import DistillConfig
     from kdcompress.training.setup import prepare
