@@ -68,7 +68,7 @@ def expand_runtimes(plan: BenchConfig) -> tuple[BenchConfig, dict[str, ModelSpec
                 raise KDCompressError(f"model name {new!r} is taken; rename that --model")
             models[new], specs[new] = path, ModelSpec(path, runtime)
     timed = [new for name in plan.latency_models for new in renamed[name]]
-    scored = [new for name in plan.accuracy_models for new in renamed[name]]
+    scored = None if plan.accuracy_models is None else [new for name in plan.accuracy_models for new in renamed[name]]
     plan = dataclasses.replace(plan, models=models, baseline=renamed[plan.baseline][0], latency_models=timed,
                                accuracy_models=scored)
     return plan, specs, notes
