@@ -1,7 +1,7 @@
 """kdcompress: knowledge distillation, ONNX export and CPU benchmarks for multilingual encoders.
 
-The public API mirrors the CLI: `distill`, `finetune_teacher`, `import_teacher`, `export_onnx`, `run_bench`,
-`run_experiment`, each taking its command's settings dataclass or keyword arguments that build it.
+The public API mirrors the CLI: `run_compress`, `distill`, `finetune_teacher`, `import_teacher`, `export_onnx`,
+`run_bench`, `run_experiment`, each taking its command's settings dataclass or keyword arguments that build it.
 They are imported lazily so that `import kdcompress` (and `kdcompress --help`) stays fast.
 """
 
@@ -10,6 +10,8 @@ from kdcompress.lazy import lazy_attributes
 __version__ = "0.1.0"
 
 _API = {
+    "run_compress": "kdcompress.compress",
+    "CompressConfig": "kdcompress.compress.config",
     "distill": "kdcompress.training.distill",
     "finetune_teacher": "kdcompress.training.distill",
     "DistillConfig": "kdcompress.training.config",
