@@ -28,7 +28,8 @@ from kdcompress.io import check_writable_output, read_json, refuse_existing, wri
 from kdcompress.locks import output_lock
 
 console = Console(stderr=True)
-_RUN_CONTROL = ("resume", "overwrite")
+# Settings that say how a run is carried out, not what it makes: a resume may change them.
+_RUN_CONTROL = ("resume", "overwrite", "teacher_logits_cache")
 
 #: train(checkpoint_dir) -> (model, tokenizer, LoopResult, LoopSettings)
 StageFn = Callable[[Path], tuple]
