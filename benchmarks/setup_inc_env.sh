@@ -13,18 +13,14 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 venv="${INC_VENV:-$here/.venv-inc}"
-python="${PYTHON:-python3.11}"
-main_site="$("$root/.venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
 if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c "import neural_compressor.torch" 2>/dev/null; then
   echo "Neural Compressor environment ready at $venv"
   exit 0
 fi
 
-"$python" -m venv "$venv"
-site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-# addsitedir, not a bare path: the main venv's own .pth files (kdcompress's editable install) must be read too.
-echo "import site; site.addsitedir('$main_site')" > "$site/kdcompress_main_venv.pth"
+source "$here/peer_venv.sh"
+make_peer_venv "$venv" "$root/.venv"
 "$venv/bin/pip" install --quiet "neural-compressor[pt]==${INC_VERSION:-3.10}"
 "$venv/bin/python" -c "import importlib.metadata as md; print({n: md.version(n) for n in ('neural-compressor', 'torchao', 'torch', 'transformers')})"
 echo "Neural Compressor environment ready at $venv"

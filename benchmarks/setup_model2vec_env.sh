@@ -13,18 +13,14 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 venv="${MODEL2VEC_VENV:-$here/.venv-model2vec}"
 main_venv="${MAIN_VENV:-$root/.venv}"
-python="${PYTHON:-python3.11}"
-main_site="$("$main_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
 if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c "import model2vec.distill" 2>/dev/null; then
   echo "model2vec environment ready at $venv"
   exit 0
 fi
 
-"$python" -m venv "$venv"
-site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-# addsitedir, not a bare path: the main venv's own .pth files (kdcompress's editable install) must be read too.
-echo "import site; site.addsitedir('$main_site')" > "$site/kdcompress_main_venv.pth"
+source "$here/peer_venv.sh"
+make_peer_venv "$venv" "$main_venv"
 # model2vec.distill also needs skeletoken (tokenizer data models); its own dependencies (pydantic, protobuf, regex,
 # transformers) are in .venv. model2vec 0.10 asks for transformers<5.4 but distills with .venv's 5.x (checked).
 "$venv/bin/pip" install --quiet --no-deps "model2vec==${MODEL2VEC_VERSION:-0.10.0}" "skeletoken==${SKELETOKEN_VERSION:-0.6.1}"
