@@ -119,11 +119,13 @@ def markdown(frontier: Frontier) -> str:
                          f"{g['worst_language']} {_pts(g['worst_gap'])} |")
         lines.append("")
     if frontier.timings:
-        lines += ["## Steps run (wall seconds)", "", "| step | seconds |", "|---|---|"]
-        lines += [f"| {name} | {seconds:.0f} |" for name, seconds in frontier.timings.items()]
+        total = sum(frontier.timings.values())
+        lines += [f"## Compute: {total / 60:.1f} min of steps", "",
+                  "Each step's wall time when it ran (a reused step: in an earlier run with the same settings).", "",
+                  "| step | minutes | this run |", "|---|---|---|"]
+        lines += [f"| {name} | {seconds / 60:.1f} | {'reused' if name in frontier.reused else 'ran'} |"
+                  for name, seconds in frontier.timings.items()]
         lines.append("")
-    if frontier.reused:
-        lines += [f"Reused (same settings): {', '.join(frontier.reused)}.", ""]
     lines += ["![latency against target accuracy](frontier.png)", ""]
     return "\n".join(lines)
 

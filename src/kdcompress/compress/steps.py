@@ -13,7 +13,11 @@ from typing import Any, Callable
 
 from rich.console import Console
 
+from kdcompress.io import write_json_atomic
 from kdcompress.reuse import record_settings, settings_hash
+from kdcompress.runtime.backends import read_json_dict
+
+WALL_TIME_RECORD = "step-wall-time.json"
 
 console = Console(stderr=True)
 
@@ -41,6 +45,9 @@ class Steps:
         if target.exists():
             console.print(f"[dim]{label}: reused {target} (same settings)[/]")
             self.reused.append(label)
+            seconds = read_json_dict(target / WALL_TIME_RECORD).get("seconds")
+            if isinstance(seconds, (int, float)):
+                self.timings[label] = seconds  # what it took when it ran: the report's compute table
             return target
         console.rule(f"[bold]{label}")
         started = time.perf_counter()
@@ -49,4 +56,5 @@ class Steps:
         if settings is not None:
             record_settings(target, result_settings(settings))
         self.timings[label] = round(time.perf_counter() - started, 1)
+        write_json_atomic(target / WALL_TIME_RECORD, {"seconds": self.timings[label]})
         return target
