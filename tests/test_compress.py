@@ -79,7 +79,7 @@ def _tried(name, forms, dev_gaps, meets):
     from kdcompress.compress.forms import Form
 
     by_suffix = {"ort-int8": Form("onnxruntime", "dynamic"), "ov": Form("openvino", "none")}
-    models = {f"{name}-{suffix}": f"/x/{name}-{suffix}" for suffix in ["pytorch", *forms]}
+    models = {f"{name}-{suffix}": f"/x/{name}-{suffix}" for suffix in forms}
     return {"candidate": parse_candidate(name.rstrip("L")), "models": models,
             "forms": {f"{name}-{s}": by_suffix[s] for s in forms},
             "verdicts": {m: {"gaps": {"target_average": dev_gaps, "worst_language": "sw", "worst_gap": dev_gaps,

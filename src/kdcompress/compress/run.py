@@ -196,8 +196,7 @@ def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, 
     settings = {**_student_settings(base, finetuned, candidate, "transfer"), "trim_vocab": plan.cfg.trim_vocab}
     student = steps.run(f"distill {candidate.name}", steps.folder("students", candidate.name, settings),
                         lambda target, resume: distill(**settings, out=str(target), resume=resume), settings)
-    models = {f"{candidate.name}-pytorch": str(student)}
-    forms = {}
+    models, forms = {}, {}  # the exported forms: what is served, judged and benchmarked
     for form in plan.forms:
         if candidate.is_static and form.int8 and form.quantize == "static":
             continue  # static int8 calibrates activations of matrix multiplies: an embedding bag has one, the head
