@@ -24,8 +24,7 @@ RESERVED = {
                 "student_hidden", "trim_vocab"},
     "export": {"model_dir", "out", "task", "langs", "data_dir", "overwrite", "quantize", "runtime", "progress"},
     "bench": {"models", "task", "out", "source_lang", "target_langs", "data_dir", "baseline", "latency_models",
-              "accuracy_models",
-              "overwrite", "quiet", "command", "split", "runtime"},
+              "accuracy_models", "overwrite", "quiet", "command", "split", "runtime"},
 }
 
 
