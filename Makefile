@@ -22,7 +22,7 @@ venv: $(BIN)/kdcompress
 test: venv
 	$(BIN)/python -m pytest -q
 
-# The main job end to end on the real teacher and data, offline (about 25 minutes on 2 cores): `kdcompress compress`
+# The main job end to end on the real teacher and data, offline: `kdcompress compress`
 # from multilingual-e5-small to the fastest student within 3 points of it on SIB-200's 31 target languages.
 # `make demo HUB=1`: mBERT and SIB-200 from the Hugging Face hub instead.
 demo: venv
