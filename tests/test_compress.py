@@ -164,6 +164,14 @@ def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_ste
     paths = {r["path"] for r in changed.frontier.rows} | {r["path"] for r in result.frontier.rows}
     assert len(paths) == 3  # the old student's exports were left, not reused
 
+    # A student-only setting (the transfer set's size) makes a new student but keeps the fine-tuned teacher.
+    student_only = run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, max_drop=100.0, int8=False,
+                                                     distill={"max_steps": 3, "batch_size": 4,
+                                                              "corpus_max_sentences": 12, "max_length": 32,
+                                                              "save_every": 1000}))
+    assert "fine-tune the teacher" in student_only.frontier.reused
+    assert "distill 2L" not in student_only.frontier.reused
+
 
 def test_compress_refuses_a_finetuned_teacher_without_a_head_and_unknown_languages(tiny_teacher_dir, data_dir,
                                                                                     tmp_path):

@@ -135,6 +135,7 @@ def _compress_dir(out: Path) -> Iterator[None]:
 
 def _run(plan: _Plan) -> CompressResult:
     from kdcompress import finetune_teacher, import_teacher
+    from kdcompress.experiment.step_settings import teacher_settings
     from kdcompress.training import teacher_loading
 
     cfg = plan.cfg
@@ -155,9 +156,12 @@ def _run(plan: _Plan) -> CompressResult:
             "teacher": teacher, "teacher_logits_cache": str(plan.out / "work" / "teacher-logits")}
     given = cfg.finetuned_teacher or (teacher if teacher_loading.is_finetuned_for(teacher_config, plan.task) else None)
     _check_students(plan, candidates, base, given)  # before the teacher trains: a bad shape fails in seconds
+    # The teacher's folder is named by the settings its fine-tuning reads, so that a student-only change (corpus,
+    # alpha, shape) reuses it
+    teacher_step = teacher_settings(base)
     finetuned = given or str(steps.run(
-        "fine-tune the teacher", steps.folder("teachers", "finetuned", base),
-        lambda target, resume: finetune_teacher(**base, out=str(target), resume=resume), base))
+        "fine-tune the teacher", steps.folder("teachers", "finetuned", teacher_step),
+        lambda target, resume: finetune_teacher(**base, out=str(target), resume=resume), teacher_step))
 
     teacher_dev = _dev_accuracy(plan, steps, {"teacher": finetuned}, "dev-teacher")["teacher"]
     tried: list[dict] = []
