@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,13 +15,14 @@ from kdcompress.errors import KDCompressError
 
 @pytest.mark.parametrize("spec, layers, hidden, name", [
     ("static", 0, None, "static"), ("4", 4, None, "4L"), ("6x256", 6, 256, "6Lx256"), (" 2 ", 2, None, "2L"),
+    ("4via6", 4, None, "4Lvia6L"),
 ])
 def test_candidate_spelling(spec, layers, hidden, name):
     candidate = parse_candidate(spec)
     assert (candidate.layers, candidate.hidden, candidate.name) == (layers, hidden, name)
 
 
-@pytest.mark.parametrize("spec", ["bert", "0", "4x", "x256", "-2", "6x0", "6L"])
+@pytest.mark.parametrize("spec", ["bert", "0", "4x", "x256", "-2", "6x0", "6L", "4via", "staticvia6"])
 def test_unknown_candidate_kind_is_one_line(spec):
     with pytest.raises(KDCompressError, match="unknown candidate"):
         parse_candidate(spec)
@@ -30,6 +32,13 @@ def test_candidates_cheapest_first_and_bounded_by_the_teacher():
     ordered = cheapest_first(parse_candidates(["6", "static", "6x256", "2", "4"]), teacher_layers=12,
                              teacher_hidden=384)
     assert [c.name for c in ordered] == ["static", "2L", "6Lx256", "4L", "6L"]
+    assisted = cheapest_first(parse_candidates(["4via6", "6", "4"]), teacher_layers=12, teacher_hidden=384)
+    assert [c.name for c in assisted] == ["4L", "4Lvia6L", "6L"]  # at its own cost, after the direct student
+    assert assisted[1].assistant == parse_candidate("6")
+    with pytest.raises(KDCompressError, match="assistant must be deeper"):
+        parse_candidate("4via4")
+    with pytest.raises(KDCompressError, match="more layers than the teacher"):
+        cheapest_first(parse_candidates(["4via13"]), teacher_layers=12, teacher_hidden=384)
     with pytest.raises(KDCompressError, match="more layers than the teacher"):
         cheapest_first(parse_candidates(["13"]), teacher_layers=12, teacher_hidden=384)
     with pytest.raises(KDCompressError, match="wider than the teacher"):
@@ -171,6 +180,23 @@ def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_ste
                                                               "save_every": 1000}))
     assert "fine-tune the teacher" in student_only.frontier.reused
     assert "distill 2L" not in student_only.frontier.reused
+
+
+def test_a_teacher_assistant_is_the_direct_candidate_of_its_depth_and_teaches_the_student(tiny_teacher_dir, data_dir,
+                                                                                           tmp_path):
+    from kdcompress.compress import run_compress
+
+    out = tmp_path / "compress"
+    result = run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, max_drop=100.0, int8=False,
+                                               explore="all", candidates=["1via2", "2"]))
+    assert [r["candidate"] for r in result.frontier.rows] == ["1Lvia2L", "2L"]
+    assert "distill 2L" in result.frontier.reused  # made as 1Lvia2L's assistant, then reused as a candidate
+    rows = {r["candidate"]: r for r in result.frontier.rows}
+    assert rows["1Lvia2L"]["assistant_layers"] == 2 and rows["2L"]["assistant_layers"] is None
+    student, assistant = (Path(json.loads((Path(rows[name]["path"]) / "export.json").read_text())["model_dir"])
+                          for name in ("1Lvia2L", "2L"))
+    config = json.loads((student / "distill.json").read_text())["config"]
+    assert Path(config["teacher"]).resolve() == assistant.resolve() and config["student_layers"] == 1
 
 
 def test_compress_refuses_a_finetuned_teacher_without_a_head_and_unknown_languages(tiny_teacher_dir, data_dir,

@@ -73,6 +73,7 @@ def build_frontier(budget: Budget, tried: list[dict], compared: dict[str, str], 
             accuracy = _test_accuracy(test, name)
             rows.append({
                 "name": name, "candidate": candidate.name, "layers": candidate.layers, "hidden": candidate.hidden,
+                "assistant_layers": candidate.via,
                 "form": form.suffix, "runtime": form.runtime, "precision": info.get("precision"),
                 "quantization": info.get("quantization"), "path": entry["models"][name],
                 "dev": entry["verdicts"][name], "test": {**accuracy,

@@ -188,7 +188,7 @@ def _check_students(plan: _Plan, candidates: list[Candidate], base: dict, finetu
     from kdcompress.training.config import DistillConfig
     from kdcompress.training.setup import prepare
 
-    for candidate in candidates:
+    for candidate in candidates:  # one through an assistant is checked from the teacher: the assistant is not made yet
         settings = _student_settings(base, finetuned, candidate, "transfer", plan.cfg.trim_vocab)
         prepare(DistillConfig.from_dict(settings, where=f"candidate {candidate.name}"))
     shape = _comparison_shape([], candidates)
@@ -199,11 +199,9 @@ def _check_students(plan: _Plan, candidates: list[Candidate], base: dict, finetu
 
 def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, finetuned: str,
                    teacher_dev: dict) -> dict:
-    from kdcompress import distill, export_onnx
+    from kdcompress import export_onnx
 
-    settings = _student_settings(base, finetuned, candidate, "transfer", plan.cfg.trim_vocab)
-    student = steps.run(f"distill {candidate.name}", steps.folder("students", candidate.name, settings),
-                        lambda target, resume: distill(**settings, out=str(target), resume=resume), settings)
+    student = _distil(plan, steps, candidate, base, finetuned)
     models, forms = {}, {}  # the exported forms: what is served, judged and benchmarked
     for form in plan.forms:
         if candidate.is_static and form.int8 and form.quantize == "static":
@@ -228,6 +226,20 @@ def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, 
                       f"below the teacher, worst {lang} {worst:+.1f})")
     return {"candidate": candidate, "student": str(student), "models": models, "forms": forms, "dev": dev,
             "verdicts": verdicts, "meets_on_dev": any(verdicts[name]["meets"] for name in forms)}
+
+
+def _distil(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, finetuned: str) -> Path:
+    """The candidate's student by the transfer recipe, from the fine-tuned teacher or through its teacher assistant
+    (the assistant is the direct candidate of that depth: one folder, reused by both)."""
+    from kdcompress import distill
+
+    teacher = finetuned
+    if candidate.assistant is not None:
+        teacher = str(_distil(plan, steps, candidate.assistant, base, finetuned))
+        base = {**base, "teacher": teacher}
+    settings = _student_settings(base, teacher, candidate, "transfer", plan.cfg.trim_vocab)
+    return steps.run(f"distill {candidate.name}", steps.folder("students", candidate.name, settings),
+                     lambda target, resume: distill(**settings, out=str(target), resume=resume), settings)
 
 
 def _comparison_shape(tried: list[dict], candidates: list[Candidate]) -> Candidate | None:
