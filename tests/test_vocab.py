@@ -43,3 +43,39 @@ def test_trimmed_tokenizer_round_trips_through_save(tmp_path, tiny_teacher_dir):
     assert len(reloaded) == len(keep)
     assert reloaded("Guten Tag")["input_ids"] == trimmed("Guten Tag")["input_ids"]
     assert reloaded.unk_token_id == keep.index(tokenizer.unk_token_id)
+
+
+def test_one_character_tokens_keep_text_outside_the_corpus_known(tiny_teacher_dir):
+    from transformers import AutoTokenizer
+
+    from kdcompress.training.vocab import character_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
+    corpus, unseen = ["Guten Tag, Welt!"], ["Bahnhofstraße 12 ist weit", "北京欢迎你"]
+    assert tokenizer.unk_token_id not in sum(tokenizer(unseen)["input_ids"], [])
+    text_only = collect_token_ids(tokenizer, corpus)
+    with_characters = sorted(set(text_only) | set(character_token_ids(tokenizer)))
+    assert len(with_characters) < len(tokenizer) // 2
+
+    def unknowns(keep):
+        trimmed = trim_tokenizer(tokenizer, keep)
+        return sum(ids.count(trimmed.unk_token_id) for ids in trimmed(unseen)["input_ids"])
+
+    assert unknowns(text_only) > 0  # the corpus's tokens alone: unseen words read as unknown
+    assert unknowns(with_characters) == 0  # with every character: split into smaller known tokens
+    # covered text keeps its own segmentation
+    assert trim_tokenizer(tokenizer, with_characters).tokenize(corpus[0]) == tokenizer.tokenize(corpus[0])
+
+
+def test_one_character_tokens_of_a_unigram_vocabulary():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from kdcompress.training.vocab import character_token_ids
+
+    pieces = [("<unk>", 0.0), ("\u2581hallo", -1.0), ("\u2581h", -2.0), ("a", -2.0), ("ll", -3.0), ("o", -2.0),
+              ("\u2581", -2.0), ("l", -2.0)]
+    backend = Tokenizer(models.Unigram(pieces, unk_id=0))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    assert sorted(character_token_ids(tokenizer)) == [2, 3, 5, 6, 7]

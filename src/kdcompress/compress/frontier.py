@@ -79,7 +79,8 @@ def build_frontier(budget: Budget, tried: list[dict], compared: dict[str, str], 
                 "dev": entry["verdicts"][name], "test": {**accuracy,
                                                          "gaps": gaps_to_teacher(accuracy, teacher_test).to_dict()},
                 "latency": _speed(test, name, long_len), "size_mb": info.get("size_mb"),
-                "peak_rss_mb": info.get("peak_rss_mb"), "parameters": info.get("parameters"),
+                "peak_rss_mb": info.get("peak_rss_mb"), "cold_start_s": info.get("cold_start_seconds"),
+                "parameters": info.get("parameters"),
             })
     meeting = [r for r in rows if r["dev"]["meets"] and r["latency"]["b1_real_ms"]]
     chosen = min(meeting, key=lambda r: r["latency"]["b1_real_ms"])["name"] if meeting else None

@@ -32,6 +32,10 @@ def _times(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}x"
 
 
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def _mb(value: float | None) -> str:
     return "–" if value is None else f"{value:.0f}"
 
@@ -92,8 +96,8 @@ def markdown(frontier: Frontier) -> str:
               "median, model only, measured side by side in one run.", "",
               f"| model | runtime | precision | dev gap avg | dev worst | meets | test target avg | test source | "
               f"test gap avg | test worst | b1 real ms | {long_ms.replace('_ms', '').replace('_', ' x ')} ms | "
-              "x teacher | x mBERT-base | file MB | peak RSS MB |",
-              "|" + "---|" * 16]
+              "x teacher | x mBERT-base | file MB | peak RSS MB | cold start s |",
+              "|" + "---|" * 17]
     for r in rows:
         dev, test, lat = r["dev"]["gaps"], r["test"], r["latency"]
         mark = "**yes**" if r["dev"]["meets"] else "no"
@@ -104,7 +108,7 @@ def markdown(frontier: Frontier) -> str:
                      f"{_pts(test['gaps']['target_average'])} | {test['gaps']['worst_language']} "
                      f"{_pts(test['gaps']['worst_gap'])} | {_ms(lat['b1_real_ms'])} | {_ms(lat.get(long_ms))} | "
                      f"{_times(lat['speedup_vs_teacher_b1_real'])} | {_times(lat.get(long_x))} | "
-                     f"{_mb(r['size_mb'])} | {_mb(r['peak_rss_mb'])} |")
+                     f"{_mb(r['size_mb'])} | {_mb(r['peak_rss_mb'])} | {_seconds(r.get('cold_start_s'))} |")
     ref = frontier.reference
     lines += ["", f"Teacher latency: {_ms(teacher['latency']['b1_real_ms'])} ms at b1 real lengths; PyTorch fp32 "
               f"mBERT-base shape (random weights): {_ms(ref.get('latency_b1_real_ms'))} ms at b1 real lengths, "

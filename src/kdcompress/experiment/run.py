@@ -68,14 +68,16 @@ _LATER_PRETRAINING_SETTINGS = ("pretrain_batch_size",)
 
 
 # What a general student's record holds: the settings that shape it, and where it comes from.
-_GENERAL_STUDENT_SETTINGS = (*_PRETRAINING_SETTINGS, *_LATER_PRETRAINING_SETTINGS, "teacher", "seed", "task",
-                             "data_dir", "source_lang", "target_langs")
+_GENERAL_STUDENT_SETTINGS = (*_PRETRAINING_SETTINGS, *_LATER_PRETRAINING_SETTINGS, "trim_vocab_characters", "teacher",
+                             "seed", "task", "data_dir", "source_lang", "target_langs")
 
 
 def _pretraining_key(settings: dict) -> str:
     full = DistillConfig.from_dict({**settings, "out": "x"}).to_dict()
     chosen = {k: full[k] for k in _PRETRAINING_SETTINGS}
     chosen.update({k: full[k] for k in _LATER_PRETRAINING_SETTINGS if full[k] is not None})
+    if full["trim_vocab"]:  # read only when trimming (and added later: untrimmed keys stay as they were)
+        chosen["trim_vocab_characters"] = full["trim_vocab_characters"]
     return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -25,6 +25,8 @@ TEACHER_SETTINGS = ("teacher", "task", "data_dir", "source_lang", "seed", "teach
 def student_settings(values: dict[str, Any]) -> dict[str, Any]:
     """The full distill configuration of a student (defaults filled in, so an explicit default changes nothing)."""
     full = DistillConfig.from_dict({**values, "out": "x"}, where="the experiment's step").to_dict()
+    if not full["trim_vocab"]:  # read only when trimming: a step made before it existed still matches
+        full.pop("trim_vocab_characters")
     return {k: v for k, v in full.items() if k not in _RUN_CONTROL}
 
 
@@ -32,7 +34,7 @@ def subset_settings(values: dict[str, Any], keys: tuple[str, ...]) -> dict[str, 
     """Only the settings `keys` of a distill configuration: those a shared step (the teacher, a general student
     shared by several arms) depends on."""
     full = student_settings(values)
-    return {k: full[k] for k in keys}
+    return {k: full[k] for k in keys if k in full}
 
 
 def teacher_settings(values: dict[str, Any]) -> dict[str, Any]:

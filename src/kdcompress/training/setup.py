@@ -25,7 +25,7 @@ from kdcompress.training.config import DistillConfig
 from kdcompress.training.strategies import Strategy, get_strategy
 from kdcompress.training.transfer_set import TransferSet, build_transfer_set
 from kdcompress.training.students import StudentPlan, plan_student
-from kdcompress.training.vocab import collect_token_ids, trim_tokenizer
+from kdcompress.training.vocab import character_token_ids, collect_token_ids, trim_tokenizer
 
 console = Console(stderr=True)
 
@@ -143,6 +143,8 @@ def prepare(cfg: DistillConfig, *, student: bool = True) -> RunSetup:
     if student and cfg.trim_vocab:
         texts = [e.text for e in train_examples] + [e.text_pair for e in train_examples if e.text_pair]
         keep_ids = collect_token_ids(tokenizer, texts + list(corpus or []))
+        if cfg.trim_vocab_characters:
+            keep_ids = sorted(set(keep_ids) | set(character_token_ids(tokenizer)))
     student_tokenizer = trim_tokenizer(tokenizer, keep_ids) if keep_ids else tokenizer
     id_map = token_id_map(teacher_config.vocab_size, keep_ids, student_tokenizer.unk_token_id) if keep_ids else None
     plan = plan_student(teacher_config, layers=cfg.student_layers, hidden=cfg.student_hidden,

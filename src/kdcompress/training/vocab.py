@@ -40,6 +40,30 @@ def collect_token_ids(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str], 
     return sorted(used)
 
 
+def character_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Ids of the tokens that spell one character (with or without the word-start or continuation mark).
+
+    Kept beside a corpus's tokens, they let any text written in characters the vocabulary knows be segmented into
+    known tokens: Unigram finds a segmentation through them, WordPiece's longest match falls back to them."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    if spec["type"] == "Unigram":
+        pieces = enumerate(piece for piece, _score in spec["vocab"])
+    elif spec["type"] in ("WordPiece", "BPE"):
+        pieces = ((i, token) for token, i in spec["vocab"].items())
+    else:
+        return []
+    marks = ("\u2581", spec.get("continuing_subword_prefix") or "##", "\u0120")
+    ids = []
+    for i, piece in pieces:
+        for mark in marks:
+            if piece.startswith(mark) and len(piece) > len(mark):
+                piece = piece[len(mark):]
+                break
+        if len(piece) == 1:
+            ids.append(i)
+    return ids
+
+
 def _remap_post_processor(node: dict | None, new_id: dict[int, int]) -> None:
     if node is None:
         return
