@@ -156,6 +156,7 @@ def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_ste
     assert {r["name"] for r in frontier["rows"]} == {"2L-onnxruntime", "2L-onnxruntime-int8"}
     assert (out / "frontier.md").read_text().startswith("# Compression frontier\n\n**chosen: 2L-onnxruntime")
     assert (out / "frontier.png").stat().st_size > 0
+    assert "sentences in the smallest language: one sentence moves" in (out / "frontier.md").read_text()
     labels = [p.label for p in Predictor(out / "model", threads=1).predict(["Wo ist der Bahnhof?"])]
     assert len(labels) == 1
 

@@ -65,12 +65,23 @@ def headline(frontier: Frontier) -> str:
     return "no candidate was exported"
 
 
+def _dev_size(frontier: Frontier) -> str:
+    """How coarse a per-language gap on dev is: with ~100 sentences a language, one sentence is one point."""
+    counts = [entry["n"] for entry in frontier.teacher.get("dev", {}).get("per_language", {}).values()
+              if isinstance(entry, dict) and entry.get("n")]
+    if not counts:
+        return ""
+    fewest = min(counts)
+    return (f" ({fewest} sentences in the smallest language: one sentence moves that language's gap by "
+            f"{100 / fewest:.1f} points)")
+
+
 def markdown(frontier: Frontier) -> str:
     teacher = frontier.teacher
     from kdcompress.machine import cpu_summary
 
     lines = ["# Compression frontier", "", f"**{headline(frontier)}**", "",
-             f"Budget: {frontier.budget.describe()}; chosen on dev, reported on test. "
+             f"Budget: {frontier.budget.describe()}; chosen on dev{_dev_size(frontier)}, reported on test. "
              f"Teacher (fp32, PyTorch): {_pct(teacher['test']['source'])} source, "
              f"{_pct(teacher['test']['target_average'])} target average on test.", "",
              f"Machine: {cpu_summary(frontier.machine)}; {frontier.settings.get('threads') or 'physical-core'} "
