@@ -21,6 +21,10 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def fmt(value: float | None, pattern: str) -> str:
+    return "–" if value is None else pattern.format(value)
+
+
 def summarize(folders: list[Path]) -> str:
     runs = [json.loads((folder / "frontier.json").read_text(encoding="utf-8")) for folder in folders]
     names = [row["name"] for row in runs[0]["rows"]]
@@ -43,9 +47,6 @@ def summarize(folders: list[Path]) -> str:
         latency = speed.get("latency", {})
         long_x = next((v for k, v in latency.items() if k.startswith("speedup_vs_mbert_base_b1_")
                        and "real" not in k), None)
-
-        def fmt(value, pattern):
-            return "–" if value is None else pattern.format(value)
 
         lines.append(" | ".join([
             f"| {name}", str(len(rows)),

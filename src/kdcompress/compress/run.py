@@ -179,11 +179,14 @@ def _run(plan: _Plan) -> CompressResult:
 
 
 def _student_settings(base: dict, finetuned: str | None, shape: Candidate, strategy: str, trim_vocab: bool) -> dict:
+    from kdcompress.training.config import DistillConfig
+
     trim = trim_vocab or shape.is_static
-    # trim_vocab_characters is named even at its default: it names the step's folder, and folders trimmed before
-    # the setting existed (without the one-character tokens) must not be taken for its output
-    return {**base, "strategy": strategy, "finetuned_teacher": finetuned, **shape.distill_settings(),
-            "trim_vocab": trim, **({"trim_vocab_characters": base.get("trim_vocab_characters", True)} if trim else {})}
+    settings = {**base, "strategy": strategy, "finetuned_teacher": finetuned, **shape.distill_settings(),
+                "trim_vocab": trim}
+    if trim:  # named even at its default: folders trimmed before the setting existed must not pass for its output
+        settings.setdefault("trim_vocab_characters", DistillConfig.trim_vocab_characters)
+    return settings
 
 
 def _check_students(plan: _Plan, candidates: list[Candidate], base: dict, finetuned: str | None) -> None:
