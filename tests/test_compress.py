@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 
 import pytest
 
-from kdcompress.compress.budget import Budget, gaps_to_teacher
+from kdcompress.compress.budget import Budget, gaps_to_teacher, paired_se
 from kdcompress.compress.candidates import cheapest_first, parse_candidate, parse_candidates
 from kdcompress.compress.config import CompressConfig
 from kdcompress.errors import KDCompressError
@@ -65,7 +67,61 @@ def test_budget_reads_every_bound():
     assert not Budget(4.0, max_drop_source=0.5).meets(gaps)
 
 
+def _with_hits(accuracy: dict, hits: dict[str, list[int]]) -> dict:
+    per_language = {lang: {"accuracy": sum(h) / len(h), "hits": h} for lang, h in hits.items()}
+    return {**accuracy, "per_language": per_language}
+
+
+def test_paired_standard_error_counts_only_the_sentences_where_the_models_disagree():
+    assert paired_se([1, 1, 0, 0], [1, 1, 0, 0]) == 0.0  # the same answers: no sampling error in the gap
+    teacher, student = [1] * 100, [1] * 90 + [0] * 10  # the student misses 10 of the teacher's 100 hits
+    gap = [1.0] * 10 + [0.0] * 90
+    expected = 100 * statistics.stdev(gap) / math.sqrt(100)
+    assert paired_se(teacher, student) == pytest.approx(expected)
+    assert paired_se(None, student) == 0.0 and paired_se(teacher, student[:50]) == 0.0
+
+
+def test_a_language_breaks_its_bound_only_beyond_sampling_error():
+    teacher_hits = {"en": [1] * 100, "de": [1] * 100, "sw": [1] * 100}
+    student_hits = {"en": [1] * 100, "de": [1] * 99 + [0], "sw": [1] * 91 + [0] * 9}  # sw: 9 points down
+    teacher = _with_hits(_acc(1.0, {"de": 1.0, "sw": 1.0}), teacher_hits)
+    student = _with_hits(_acc(1.0, {"de": 0.99, "sw": 0.91}), student_hits)
+    gaps = gaps_to_teacher(student, teacher, source_lang="en")
+    assert gaps.worst_language == ("sw", pytest.approx(9.0))
+    se = gaps.se("sw")
+    assert se == pytest.approx(100 * statistics.stdev([1.0] * 9 + [0.0] * 91) / 10)  # about 2.9 points
+    as_measured = Budget(10.0, max_drop_lang=8.0)
+    assert not as_measured.meets(gaps) and as_measured.excess(gaps) == pytest.approx(1.0)
+    with_noise = Budget(10.0, max_drop_lang=8.0, confidence=0.95)
+    assert with_noise.meets(gaps)  # 9 - 1.64 x 2.9 is within 8
+    assert with_noise.language_excess(gaps) == ("sw", pytest.approx(9.0 - 1.6449 * se - 8.0, abs=1e-3))
+    assert not Budget(10.0, max_drop_lang=3.0, confidence=0.95).meets(gaps)  # 9 - 4.7 is still over 3
+    assert "95% confidence" in with_noise.describe() and "confidence" not in as_measured.describe()
+    assert gaps.source_se == 0.0 and gaps.to_dict()["worst_se"] == pytest.approx(se)
+
+
+def test_the_average_meets_its_bound_only_with_its_sampling_error():
+    # Parallel sentences: the student misses the same 5 of 100 sentences in both languages, so the languages do not
+    # average the error away; the average gap is 5 points with the error of one language's.
+    teacher_hits = {"de": [1] * 100, "sw": [1] * 100}
+    student_hits = {"de": [1] * 95 + [0] * 5, "sw": [1] * 95 + [0] * 5}
+    gaps = gaps_to_teacher(_with_hits(_acc(None, {"de": 0.95, "sw": 0.95}), student_hits),
+                           _with_hits(_acc(None, {"de": 1.0, "sw": 1.0}), teacher_hits))
+    assert gaps.target_average == pytest.approx(5.0)
+    assert gaps.target_average_se == pytest.approx(gaps.se("de"))
+    assert Budget(6.0).meets(gaps)  # as measured: 5 is within 6
+    assert not Budget(6.0, confidence=0.95).meets(gaps)  # 5 + 1.64 x 2.2 is not
+    assert Budget(9.0, confidence=0.95).meets(gaps)
+    # Independent misses (different sentences in each language) average to a smaller error.
+    student_hits["sw"] = [0] * 5 + [1] * 95
+    independent = gaps_to_teacher(_with_hits(_acc(None, {"de": 0.95, "sw": 0.95}), student_hits),
+                                  _with_hits(_acc(None, {"de": 1.0, "sw": 1.0}), teacher_hits))
+    assert independent.target_average_se < gaps.target_average_se
+
+
 @pytest.mark.parametrize("settings, message", [
+    ({"confidence": 0.4}, "at least 0.5 and below 1"),
+    ({"confidence": 1.0}, "at least 0.5 and below 1"),
     ({"max_drop": -1.0}, "must be a finite number"),
     ({"max_drop": float("nan")}, "must be a finite number"),
     ({"max_drop_lang": float("inf")}, "must be a finite number"),
@@ -145,7 +201,7 @@ def _compress_settings(teacher, data_dir, out, **extra):
 
 
 def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_steps(tiny_teacher_dir, data_dir,
-                                                                                     tmp_path):
+                                                                                     tmp_path, monkeypatch):
     from kdcompress.compress import run_compress
     from kdcompress.runtime import Predictor
 
@@ -157,6 +213,12 @@ def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_ste
     assert (out / "frontier.md").read_text().startswith("# Compression frontier\n\n**chosen: 2L-onnxruntime")
     assert (out / "frontier.png").stat().st_size > 0
     assert "sentences in the smallest language: one sentence moves" in (out / "frontier.md").read_text()
+    dev_gaps = frontier["rows"][0]["dev"]["gaps"]  # judged on sentence-level dev results: each gap has its error
+    assert set(dev_gaps["per_language_se"]) == {"de"} and dev_gaps["per_language_se"]["de"] >= 0
+    dev_reports = [json.loads(p.read_text()) for p in (out / "work" / "bench").glob("dev-2L-*/bench.json")]
+    dev_de = next(r for r in dev_reports if "2L-onnxruntime" in r["accuracy"])["accuracy"]["2L-onnxruntime"][
+        "per_language"]["de"]
+    assert len(dev_de["hits"]) == dev_de["n"] and sum(dev_de["hits"]) == dev_de["correct"]
     labels = [p.label for p in Predictor(out / "model", threads=1).predict(["Wo ist der Bahnhof?"])]
     assert len(labels) == 1
 
@@ -181,6 +243,12 @@ def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_ste
                                                               "save_every": 1000}))
     assert "fine-tune the teacher" in student_only.frontier.reused
     assert "distill 2L" not in student_only.frontier.reused
+
+    # Until a full-precision form meets the budget, a candidate's int8 forms are not made (int8 keeps accuracy at best).
+    monkeypatch.setattr(Budget, "meets", lambda self, gaps: False)
+    missed = run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, max_drop=100.0))
+    assert not missed.met and {r["name"] for r in missed.frontier.rows} == {"2L-onnxruntime"}
+    assert not any("int8" in step for step in missed.frontier.timings)
 
 
 def test_a_teacher_assistant_is_the_direct_candidate_of_its_depth_and_teaches_the_student(tiny_teacher_dir, data_dir,

@@ -65,14 +65,18 @@ def accuracy(predicted: Sequence[int], gold: Sequence[int]) -> float:
 
 
 def evaluate(runner: Runner, mapping: np.ndarray, examples_by_lang: Mapping[str, Sequence[Example]], *,
-             batch_size: int = EVAL_BATCH_SIZE, on_batch: Callable[[int], None] | None = None) -> dict[str, dict]:
-    """{lang: {"accuracy", "correct", "n"}} for one model."""
+             batch_size: int = EVAL_BATCH_SIZE, on_batch: Callable[[int], None] | None = None,
+             sentence_hits: bool = False) -> dict[str, dict]:
+    """{lang: {"accuracy", "correct", "n"}} for one model; with `sentence_hits`, also "hits": 1 where the
+    sentence (in the order given) was labelled right, else 0."""
     results = {}
     for lang, examples in examples_by_lang.items():
         predicted = predict(runner, examples, mapping, batch_size=batch_size, on_batch=on_batch)
         gold = np.array([ex.label for ex in examples])
-        results[lang] = {"accuracy": accuracy(predicted, gold), "correct": int((predicted == gold).sum()),
-                         "n": len(examples)}
+        hits = predicted == gold
+        results[lang] = {"accuracy": accuracy(predicted, gold), "correct": int(hits.sum()), "n": len(examples)}
+        if sentence_hits:
+            results[lang]["hits"] = hits.astype(int).tolist()
     return results
 
 

@@ -52,6 +52,9 @@ class BenchConfig(Settings):
                                                 "are quoted against).", cli=False)
     latency_models: list[str] | None = setting(None, help="Models to time (default: all; the rest get accuracy "
                                                "only).", cli=False)
+    sentence_hits: bool = setting(False, help="Also record, per language, whether each sentence (in file order) was "
+                                  "labelled right: paired comparisons between models (compress judges per-language "
+                                  "gaps against their sampling error with them).", cli=False)
     overwrite: bool = setting(False, help="Replace an existing --out folder.")
     quiet: bool = setting(False, help="No progress or closing table.", cli=False)
     command: str | None = setting(None, help="The command line quoted in the report.", cli=False)

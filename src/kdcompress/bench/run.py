@@ -224,7 +224,8 @@ def _measure_accuracy(runners: Mapping[str, Runner], mappings: Mapping[str, np.n
     accuracy = {}
     for name, runner in ((name, runners[name]) for name in plan.accuracy_models):
         job = progress.add_task(f"accuracy {name}", total=sum(len(e) for e in examples.values()))
-        per_lang = acc.evaluate(runner, mappings[name], examples, on_batch=lambda n, job=job: progress.advance(job, n))
+        per_lang = acc.evaluate(runner, mappings[name], examples, on_batch=lambda n, job=job: progress.advance(job, n),
+                                sentence_hits=plan.sentence_hits)
         accuracy[name] = acc.summarize_languages(per_lang, plan.source_lang, plan.target_langs)
     for name, delta in acc.deltas_to_baseline(accuracy, plan.baseline).items():
         accuracy[name]["delta_vs_baseline"] = delta

@@ -45,6 +45,12 @@ class CompressConfig(StepTables, Settings):
     max_drop_lang: float | None = setting(None, help="Budget: points it may lose in any one target language "
                                           "(default: no per-language bound; every gap is still reported).")
     max_drop_source: float | None = setting(None, help="Budget: points it may lose on the source language.")
+    confidence: float = setting(0.95, help="How sure compress must be of the budget on dev, judged by the paired "
+                                "standard error of each gap: a model meets --max-drop only when its target-average "
+                                "gap plus z standard errors is within it (0.95: z = 1.64), and a language breaks "
+                                "--max-drop-lang or --max-drop-source only when its gap minus z standard errors is "
+                                "over it (a hundred dev sentences cannot show one language within a few points). "
+                                "0.5 reads every gap as measured.")
     candidates: list[str] = setting(factory=lambda: ["static", "2", "3", "4", "6"],
                                     help=f"Student shapes to try, cheapest first: {KINDS_HELP}.")
     explore: str = setting("until-found", help="until-found: stop at the first candidate (cheapest first) that "
@@ -69,6 +75,9 @@ class CompressConfig(StepTables, Settings):
             if value is not None and (not math.isfinite(value) or value < 0):
                 raise KDCompressError(f"--{name.replace('_', '-')} {value} must be a finite number of accuracy points, "
                                       "0 or more (e.g. 3 for three points)")
+        if not (math.isfinite(self.confidence) and 0.5 <= self.confidence < 1):
+            raise KDCompressError(f"--confidence {self.confidence} must be at least 0.5 and below 1 "
+                                  "(e.g. 0.95; 0.5 reads every gap as measured)")
         if self.max_drop > 100:
             raise KDCompressError(f"--max-drop {self.max_drop} is in accuracy points (0-100), e.g. 3 for three points")
         if self.runtime != "auto":

@@ -76,6 +76,11 @@ def _dev_size(frontier: Frontier) -> str:
             f"{100 / fewest:.1f} points)")
 
 
+def _with_se(gap: float | None, se: float | None) -> str:
+    """A dev gap, with its standard error where the sentence-level results give one."""
+    return _pts(gap) + (f" ± {se:.1f}" if se else "")
+
+
 def markdown(frontier: Frontier) -> str:
     teacher = frontier.teacher
     from kdcompress.machine import cpu_summary
@@ -103,8 +108,9 @@ def markdown(frontier: Frontier) -> str:
     long_ms = _long_key(rows[0]["latency"], "b1_") if rows else "b1_128_ms"
     long_x = _long_key(rows[0]["latency"], "speedup_vs_mbert_base_b1_") if rows else ""
     lines += ["## Every candidate", "",
-              "Gaps are points below the teacher (dev: what the budget is judged on; test: reported). Latency: "
-              "median, model only, measured side by side in one run.", "",
+              "Gaps are points below the teacher (dev: what the budget is judged on; test: reported); ± is the "
+              "paired standard error of a dev gap. Latency: median, model only, measured side by side in "
+              "one run.", "",
               f"| model | runtime | precision | dev gap avg | dev worst | meets | test target avg | test source | "
               f"test gap avg | test worst | b1 real ms | {long_ms.replace('_ms', '').replace('_', ' x ')} ms | "
               "x teacher | x mBERT-base | file MB | peak RSS MB | cold start s |",
@@ -114,7 +120,8 @@ def markdown(frontier: Frontier) -> str:
         mark = "**yes**" if r["dev"]["meets"] else "no"
         chosen = " ⭐" if r["name"] == frontier.chosen else ""
         lines.append(f"| {r['name']}{chosen} | {r['runtime']} | {r['precision'] or '–'} | "
-                     f"{_pts(dev['target_average'])} | {dev['worst_language']} {_pts(dev['worst_gap'])} | {mark} | "
+                     f"{_with_se(dev['target_average'], dev.get('target_average_se'))} | "
+                     f"{dev['worst_language']} {_with_se(dev['worst_gap'], dev.get('worst_se'))} | {mark} | "
                      f"{_pct(test['target_average'])} | {_pct(test['source'])} | "
                      f"{_pts(test['gaps']['target_average'])} | {test['gaps']['worst_language']} "
                      f"{_pts(test['gaps']['worst_gap'])} | {_ms(lat['b1_real_ms'])} | {_ms(lat.get(long_ms))} | "

@@ -121,7 +121,7 @@ def _check(cfg: CompressConfig) -> _Plan:
         raise KDCompressError("no exported runtime can run on this machine; pip install onnxruntime (or "
                               "'kdcompress[openvino]')")
     return _Plan(cfg, task, source, targets, forms, out,
-                 Budget(cfg.max_drop, cfg.max_drop_lang, cfg.max_drop_source))
+                 Budget(cfg.max_drop, cfg.max_drop_lang, cfg.max_drop_source, cfg.confidence))
 
 
 @contextlib.contextmanager
@@ -205,33 +205,56 @@ def _check_students(plan: _Plan, candidates: list[Candidate], base: dict, finetu
 
 def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, finetuned: str,
                    teacher_dev: dict) -> dict:
+    student = _distil(plan, steps, candidate, base, finetuned)
+    # int8 keeps a form's accuracy at best (the control lets it lose up to a point a language), so until-found makes a
+    # candidate's int8 forms only once a full-precision form meets the budget: that skips the int8 searches (2-6 min
+    # each on 2 cores) of every candidate that is too weak anyway. explore = all makes every form, for the frontier.
+    full, int8 = [f for f in plan.forms if not f.int8], [f for f in plan.forms if f.int8]
+    groups = [plan.forms] if plan.cfg.explore == "all" or not int8 else [full, int8]
+    models, forms, dev, verdicts = {}, {}, {}, {}  # the exported forms: what is served, judged and benchmarked
+    for index, group in enumerate(groups):
+        if index and not any(verdict["meets"] for verdict in verdicts.values()):
+            console.print(f"{candidate.name}: int8 forms not made: no full-precision form meets the budget on dev, "
+                          "and int8 keeps accuracy at best")
+            break
+        made = _export_forms(plan, steps, candidate, student, group)
+        if not made:
+            continue
+        group_dev = _dev_accuracy(plan, steps, made, f"dev-{candidate.name}" + ("-int8" if index else ""))
+        for name in made:
+            gaps = gaps_to_teacher(group_dev[name], teacher_dev, source_lang=plan.source)
+            verdicts[name] = {"gaps": gaps.to_dict(), "meets": plan.budget.meets(gaps),
+                              "excess": plan.budget.excess(gaps)}
+            mark = "[green]meets[/]" if verdicts[name]["meets"] else "[yellow]misses[/]"
+            lang, worst = gaps.worst_language
+            console.print(f"{name}: {mark} the budget on dev (target average {gaps.target_average:+.1f} points "
+                          f"below the teacher, worst {lang} {worst:+.1f} ± {gaps.se(lang):.1f})")
+        models.update(made)
+        forms.update({f"{candidate.name}-{form.suffix}": form for form in group if _exportable(candidate, form)})
+        dev.update(group_dev)
+    return {"candidate": candidate, "student": str(student), "models": models, "forms": forms, "dev": dev,
+            "verdicts": verdicts, "meets_on_dev": any(verdicts[name]["meets"] for name in forms)}
+
+
+def _exportable(candidate: Candidate, form: Form) -> bool:
+    # static int8 calibrates activations of matrix multiplies: an embedding bag has one, the head
+    return not (candidate.is_static and form.int8 and form.quantize == "static")
+
+
+def _export_forms(plan: _Plan, steps: Steps, candidate: Candidate, student: Path, forms: list[Form]) -> dict[str, str]:
+    """{model name: export folder} of the candidate's student in each of `forms` it can take."""
     from kdcompress import export_onnx
 
-    student = _distil(plan, steps, candidate, base, finetuned)
-    models, forms = {}, {}  # the exported forms: what is served, judged and benchmarked
-    for form in plan.forms:
-        if candidate.is_static and form.int8 and form.quantize == "static":
-            continue  # static int8 calibrates activations of matrix multiplies: an embedding bag has one, the head
+    made = {}
+    for form in (f for f in forms if _exportable(candidate, f)):
         export_settings = {**plan.cfg.export, "model_dir": str(student), "runtime": form.runtime,
                            "quantize": form.quantize, "task": plan.cfg.task, "langs": [plan.source, *plan.targets],
                            "data_dir": plan.cfg.data_dir}
         name = f"{candidate.name}-{form.suffix}"
-        models[name] = str(steps.run(f"export {name}", steps.folder("exports", name, export_settings),
-                                     lambda target, _, s=export_settings: export_onnx(**s, out=str(target)),
-                                     export_settings))
-        forms[name] = form
-    dev = _dev_accuracy(plan, steps, models, f"dev-{candidate.name}")
-    verdicts = {}
-    for name in models:
-        gaps = gaps_to_teacher(dev[name], teacher_dev)
-        verdicts[name] = {"gaps": gaps.to_dict(), "meets": plan.budget.meets(gaps),
-                          "excess": plan.budget.excess(gaps)}
-        mark = "[green]meets[/]" if verdicts[name]["meets"] else "[yellow]misses[/]"
-        lang, worst = gaps.worst_language
-        console.print(f"{name}: {mark} the budget on dev (target average {gaps.target_average:+.1f} points "
-                      f"below the teacher, worst {lang} {worst:+.1f})")
-    return {"candidate": candidate, "student": str(student), "models": models, "forms": forms, "dev": dev,
-            "verdicts": verdicts, "meets_on_dev": any(verdicts[name]["meets"] for name in forms)}
+        made[name] = str(steps.run(f"export {name}", steps.folder("exports", name, export_settings),
+                                   lambda target, _, s=export_settings: export_onnx(**s, out=str(target)),
+                                   export_settings))
+    return made
 
 
 def _distil(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, finetuned: str) -> Path:
@@ -296,7 +319,7 @@ def _dev_accuracy(plan: _Plan, steps: Steps, models: dict[str, str], name: str) 
     first = next(iter(models))
     settings = _bench_settings(plan, models, {}, dict(
         split="dev", latency_models=[first], batch_sizes=[1], seq_lens=[8], real_lengths=False, warmup=0, repeats=1,
-        rounds=1, memory=False, throughput=False, limit=None))
+        rounds=1, memory=False, throughput=False, limit=None, sentence_hits=True))
     return _run_bench_step(steps, f"dev accuracy ({', '.join(models)})", name, settings)["accuracy"]
 
 
