@@ -49,6 +49,22 @@ def test_candidates_cheapest_first_and_bounded_by_the_teacher():
         parse_candidates(["4", "4"])
 
 
+def test_forms_add_openvino_static_lengths_up_to_the_models_length():
+    from kdcompress.compress.forms import forms_for, static_lengths_for
+    from kdcompress.runtime.registry import get_runtime
+
+    assert static_lengths_for(64) == (16, 32, 48, 64)
+    assert static_lengths_for(128) == (16, 32, 48, 64, 96, 128)
+    assert static_lengths_for(40) == (16, 32, 40)
+    forms = forms_for([get_runtime("onnxruntime"), get_runtime("openvino")], True, (16, 32))
+    assert [f.suffix for f in forms] == ["onnxruntime", "onnxruntime-int8", "openvino", "openvino-static",
+                                         "openvino-int8"]
+    static = forms[3]
+    assert not static.int8 and static.export_settings() == {"runtime": "openvino", "quantize": "none",
+                                                            "openvino_static_lengths": [16, 32]}
+    assert [f.suffix for f in forms_for([get_runtime("openvino")], False)] == ["openvino"]
+
+
 def _acc(source, targets):
     return {"source": source, "targets": targets, "target_average": sum(targets.values()) / len(targets)}
 

@@ -71,6 +71,57 @@ def test_openvino_export_matches_pytorch_per_language(ov_fp32, tiny_classifier_d
 
 
 @NEEDS_OPENVINO
+def test_static_lengths_serve_single_sentences_padded_with_the_dynamic_models_logits(ov_fp32, tiny_classifier_dir,
+                                                                                     tmp_path, data_dir):
+    from transformers import AutoTokenizer
+
+    from kdcompress import export_onnx
+    from kdcompress.runtime.backends import OpenVinoBackend
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_classifier_dir)
+    backend = OpenVinoBackend(ov_fp32 / "openvino_model.xml", threads=1, precision="f32", static_lengths=(8, 16))
+    assert backend.static_lengths == (8, 16) and set(backend.static_requests) == {8, 16}
+    routed = set()
+    for text in TEXTS:
+        feed = {k: v.astype(np.int64) for k, v in tokenizer(text, return_tensors="np").items()
+                if k in backend.input_names}
+        request, padded = backend._route(feed)
+        length = feed["input_ids"].shape[1]
+        if length <= 16:
+            routed.add(padded["input_ids"].shape[1])
+            assert request is backend.static_requests[padded["input_ids"].shape[1]]
+            assert padded["attention_mask"][0, length:].sum() == 0  # the padding is masked out
+        else:
+            assert request is backend.request and padded is feed
+        backend.request.infer(feed)
+        dynamic = np.array(backend.request.get_output_tensor(0).data, dtype=np.float32)
+        np.testing.assert_allclose(backend.run(feed), dynamic, atol=1e-5)
+    assert routed  # at least one sentence went through a static model
+    batch = {k: v.astype(np.int64) for k, v in tokenizer(TEXTS[:2], padding=True, return_tensors="np").items()
+             if k in backend.input_names}
+    assert backend._route(batch)[0] is backend.request  # batches take the dynamic model
+
+    out = tmp_path / "static"
+    export_onnx(model_dir=tiny_classifier_dir, out=out, runtime="openvino", langs="en,de", data_dir=data_dir,
+                check_samples=6, progress=False, openvino_static_lengths=[16, 8, 16])
+    report = _report(out)["openvino"]
+    assert report["static_lengths"] == [8, 16]
+    assert report["static_check"]["sentences"] == 12 and report["static_check"]["argmax_agreement"] == 1.0
+    assert OpenVinoBackend(out / "openvino_model.xml", threads=1, precision="f32").static_lengths == (8, 16)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"runtime": "onnxruntime", "openvino_static_lengths": [16]}, "add --runtime openvino"),
+    ({"runtime": "openvino", "openvino_static_lengths": [0]}, "is not a length in tokens"),
+])
+def test_bad_static_lengths_are_one_line(settings, message):
+    from kdcompress.deploy.config import ExportConfig
+
+    with pytest.raises(KDCompressError, match=message):
+        ExportConfig.from_dict({"model_dir": "m", "out": "o", **settings})
+
+
+@NEEDS_OPENVINO
 def test_openvino_static_int8_records_the_control(tmp_path, tiny_classifier_dir, data_dir):
     from kdcompress import export_onnx
     from kdcompress.runtime import Predictor

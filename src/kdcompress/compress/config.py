@@ -22,7 +22,8 @@ RESERVED = {
     "distill": {"teacher", "task", "data_dir", "source_lang", "target_langs", "strategy", "seed", "out",
                 "finetuned_teacher", "general_student", "resume", "overwrite", "trust_remote_code", "student_layers",
                 "student_hidden", "trim_vocab"},
-    "export": {"model_dir", "out", "task", "langs", "data_dir", "overwrite", "quantize", "runtime", "progress"},
+    "export": {"model_dir", "out", "task", "langs", "data_dir", "overwrite", "quantize", "runtime", "progress",
+               "openvino_static_lengths"},
     "bench": {"models", "task", "out", "source_lang", "target_langs", "data_dir", "baseline", "latency_models",
               "accuracy_models", "overwrite", "quiet", "command", "split", "runtime"},
 }
@@ -58,6 +59,9 @@ class CompressConfig(StepTables, Settings):
     runtime: str = setting("auto", help="auto (every exported runtime installed here, each in full precision and "
                            "int8), or one runtime: onnxruntime, openvino.")
     int8: bool = setting(True, help="Also try int8 forms (under the per-language control).")
+    static_lengths: bool = setting(True, help="Also try OpenVINO compiled at batch 1 for fixed lengths (multiples of "
+                                   "16 up to 64, then of 32 up to the training length; a sentence is padded to the "
+                                   "next): faster one sentence at a time, for some memory per length.")
     trim_vocab: bool = setting(False, help="Trim each transformer student's vocabulary to the tokens of its transfer "
                                "set (a smaller file and less memory; tokens outside it read as unknown, which dev "
                                "accuracy then shows). The static candidate always trims: embedding all of a 250k "

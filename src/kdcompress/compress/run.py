@@ -20,7 +20,7 @@ from rich.console import Console
 from kdcompress.compress.budget import Budget, gaps_to_teacher
 from kdcompress.compress.candidates import Candidate, cheapest_first, parse_candidates
 from kdcompress.compress.config import CompressConfig
-from kdcompress.compress.forms import Form, forms_for
+from kdcompress.compress.forms import Form, forms_for, static_lengths_for
 from kdcompress.compress.frontier import Frontier, build_frontier
 from kdcompress.compress.reference import REFERENCE_NAME, make_reference
 from kdcompress.compress.steps import Steps
@@ -116,7 +116,10 @@ def _check(cfg: CompressConfig) -> _Plan:
     cfg.step_settings("distill", out="x")
     cfg.step_settings("export", model_dir="x", out="x")
     cfg.step_settings("bench")
-    forms = forms_for(_runtimes(cfg), cfg.int8)
+    from kdcompress.training.config import DistillConfig
+
+    max_length = int(cfg.distill.get("max_length", DistillConfig.max_length))
+    forms = forms_for(_runtimes(cfg), cfg.int8, static_lengths_for(max_length) if cfg.static_lengths else ())
     if not forms:
         raise KDCompressError("no exported runtime can run on this machine; pip install onnxruntime (or "
                               "'kdcompress[openvino]')")
@@ -247,9 +250,8 @@ def _export_forms(plan: _Plan, steps: Steps, candidate: Candidate, student: Path
 
     made = {}
     for form in (f for f in forms if _exportable(candidate, f)):
-        export_settings = {**plan.cfg.export, "model_dir": str(student), "runtime": form.runtime,
-                           "quantize": form.quantize, "task": plan.cfg.task, "langs": [plan.source, *plan.targets],
-                           "data_dir": plan.cfg.data_dir}
+        export_settings = {**plan.cfg.export, "model_dir": str(student), **form.export_settings(),
+                           "task": plan.cfg.task, "langs": [plan.source, *plan.targets], "data_dir": plan.cfg.data_dir}
         name = f"{candidate.name}-{form.suffix}"
         made[name] = str(steps.run(f"export {name}", steps.folder("exports", name, export_settings),
                                    lambda target, _, s=export_settings: export_onnx(**s, out=str(target)),

@@ -201,9 +201,14 @@ def export_openvino_step(run: ExportRun, staging: Path, parity: Parity, check: C
         run.ui.warn(f"OpenVINO int8 argmax agreement is {worst[1]['argmax_agreement']:.0%} in {worst[0]}")
     checked = check_report(run, check, fp32_check, final, openvino_fp32=result.fp32_check,
                            final_inference_precision=result.inference_precision)
-    with run.ui.stage("write", f"write {config.out}"):
+    with run.ui.stage("save", "save the OpenVINO model"):
         model_path = openvino_step.save_model(result.model, staging)
         run.report["openvino"]["version"] = str(get_runtime("openvino").require().get_version())
+    if config.openvino_static_lengths:
+        with run.ui.stage("check_static", "check single sentences padded to the static lengths"):
+            run.report["openvino"].update(openvino_step.check_static_lengths(
+                model_path, result.inference_precision, check, config.openvino_static_lengths, config.min_agreement))
+    with run.ui.stage("write", f"write {config.out}"):
         write_outputs(run, staging, model_path, fp32_path, checked, op_counts=openvino_step.op_counts(result.model))
 
 

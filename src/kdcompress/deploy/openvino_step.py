@@ -242,6 +242,37 @@ def _inference_precision(run: ExportRun, model: Any, gate: GateData | None,
                     f"{verdict['worst_language']} {verdict['min_agreement']:.2%})")
 
 
+def check_static_lengths(model_path: Path, precision: str, check: CheckSet, lengths: list[int],
+                         min_agreement: float) -> dict:
+    """Each check sentence alone, through the static model of the next length (padded, masked) against the dynamic
+    model: the same labels, logits within rounding. A failure is one line, and nothing is written."""
+    from kdcompress.runtime.backends import OpenVinoBackend
+
+    lengths = sorted(set(lengths))
+    backend = OpenVinoBackend(model_path, threads=None, precision=precision, static_lengths=tuple(lengths))
+    diffs, agree, routed = [], [], 0
+    for batches in check.batches.values():
+        for batch in batches:
+            feed = {k: v for k, v in batch.items() if k != "_order"}
+            for row in range(len(feed["input_ids"])):
+                used = int(feed["attention_mask"][row].sum()) if "attention_mask" in feed else feed["input_ids"].shape[1]
+                single = {k: v[row:row + 1, :used] for k, v in feed.items()}
+                backend.request.infer(single)
+                dynamic = np.array(backend.request.get_output_tensor(0).data, dtype=np.float32)
+                static = backend.run(single)
+                routed += used <= lengths[-1]
+                diffs.append(float(np.abs(static - dynamic).max()))
+                agree.append(bool(static.argmax(-1)[0] == dynamic.argmax(-1)[0]))
+    agreement = float(np.mean(agree)) if agree else 1.0
+    if agreement < min_agreement:
+        raise KDCompressError(f"single sentences padded to the OpenVINO static lengths {lengths} agree with the dynamic "
+                              f"model on {agreement:.1%} of the check sentences (< {min_agreement:.0%}); nothing was "
+                              "written - export without --openvino-static-lengths")
+    return {"static_lengths": lengths, "static_check": {
+        "sentences": len(agree), "through_static": routed, "argmax_agreement": agreement,
+        "max_abs_logit_diff": max(diffs, default=0.0), "precision": precision}}
+
+
 def save_model(model: Any, staging: Path) -> Path:
     from kdcompress.runtime.backends import import_openvino
 

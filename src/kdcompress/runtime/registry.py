@@ -44,6 +44,7 @@ class Runtime:
     can_fuse: bool = False  # whether --optimize (ONNX Runtime's fused operators) runs on it
     int8_rungs: tuple[str, ...] = ()  # the int8 control's fallbacks, in the order they are tried
     precisions: tuple[str, ...] = ()  # inference precisions it can be asked for (--precision)
+    static_lengths: bool = False  # whether its export also compiles batch-1 static lengths (--openvino-static-lengths)
     devices: tuple[str, ...] = ("cpu",)
     cannot_run: str | None = None  # "module:function(path) -> reason | None" for an exported directory
 
@@ -126,7 +127,7 @@ register_runtime(Runtime(
     export_requires="kdcompress.deploy.openvino_step:require_libraries",
     quantize_modes=("none", "static"), int8_tool="NNCF",
     int8_rungs=("default", "per_channel_reduced_range", "fp32_embeddings", "int8_weights_only", "sensitive_ops_fp32"),
-    precisions=("f32", "bf16"),
+    precisions=("f32", "bf16"), static_lengths=True,
     cannot_run="kdcompress.runtime.backends:openvino_cannot_run"))
 
 
