@@ -103,7 +103,11 @@ def paired_se(teacher_hits: list[int] | None, model_hits: list[int] | None) -> f
     independent accuracies' would be."""
     if not teacher_hits or not model_hits or len(teacher_hits) != len(model_hits):
         return 0.0
-    differences = np.asarray(teacher_hits, dtype=np.float64) - np.asarray(model_hits, dtype=np.float64)
+    return _mean_se_points(np.asarray(teacher_hits, dtype=np.float64) - np.asarray(model_hits, dtype=np.float64))
+
+
+def _mean_se_points(differences: np.ndarray) -> float:
+    """Standard error of the mean of per-sentence hit differences, in points (0 under two sentences)."""
     if differences.size < 2:
         return 0.0
     return float(100 * differences.std(ddof=1) / math.sqrt(differences.size))
@@ -118,11 +122,9 @@ def pooled_se(teacher_hits: list[list[int]], model_hits: list[list[int]]) -> flo
     pairs = [(t, m) for t, m in zip(teacher_hits, model_hits) if t and m and len(t) == len(m)]
     if not pairs or len(pairs) != len(teacher_hits):
         return 0.0
-    lengths = {len(t) for t, _ in pairs}
-    if len(lengths) == 1 and lengths.pop() >= 2:
-        differences = np.mean([np.asarray(t, dtype=np.float64) - np.asarray(m, dtype=np.float64) for t, m in pairs],
-                              axis=0)
-        return float(100 * differences.std(ddof=1) / math.sqrt(differences.size))
+    if len({len(t) for t, _ in pairs}) == 1:
+        return _mean_se_points(np.mean([np.asarray(t, dtype=np.float64) - np.asarray(m, dtype=np.float64)
+                                        for t, m in pairs], axis=0))
     return float(math.sqrt(sum(paired_se(t, m) ** 2 for t, m in pairs)) / len(pairs))
 
 

@@ -35,8 +35,8 @@ class Form:
 
 
 def static_lengths_for(max_length: int) -> tuple[int, ...]:
-    """Multiples of 16 up to 64, then of 32, up to the model's length: at most a fifth of a sentence's compute is
-    padding past 64 tokens, and a 128-token model compiles 6 lengths (about 30 MB each for a 6-layer student)."""
+    """Multiples of 16 up to 64, then of 32, up to the model's length: at most 15 padded tokens up to 64 and 31 past
+    it, and a 128-token model compiles 6 lengths (about 30 MB each for a 6-layer student)."""
     lengths = [n for n in range(16, 65, 16) if n < max_length] + [n for n in range(96, max_length, 32)]
     return tuple(lengths + [max_length])
 

@@ -220,9 +220,10 @@ def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, 
             console.print(f"{candidate.name}: int8 forms not made: no full-precision form meets the budget on dev, "
                           "and int8 keeps accuracy at best")
             break
-        made = _export_forms(plan, steps, candidate, student, group)
-        if not made:
+        exported = _export_forms(plan, steps, candidate, student, group)
+        if not exported:
             continue
+        made = {name: path for name, (_, path) in exported.items()}
         group_dev = _dev_accuracy(plan, steps, made, f"dev-{candidate.name}" + ("-int8" if index else ""))
         for name in made:
             gaps = gaps_to_teacher(group_dev[name], teacher_dev, source_lang=plan.source)
@@ -233,7 +234,7 @@ def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, 
             console.print(f"{name}: {mark} the budget on dev (target average {gaps.target_average:+.1f} points "
                           f"below the teacher, worst {lang} {worst:+.1f} ± {gaps.se(lang):.1f})")
         models.update(made)
-        forms.update({f"{candidate.name}-{form.suffix}": form for form in group if _exportable(candidate, form)})
+        forms.update({name: form for name, (form, _) in exported.items()})
         dev.update(group_dev)
     return {"candidate": candidate, "student": str(student), "models": models, "forms": forms, "dev": dev,
             "verdicts": verdicts, "meets_on_dev": any(verdicts[name]["meets"] for name in forms)}
@@ -244,8 +245,9 @@ def _exportable(candidate: Candidate, form: Form) -> bool:
     return not (candidate.is_static and form.int8 and form.quantize == "static")
 
 
-def _export_forms(plan: _Plan, steps: Steps, candidate: Candidate, student: Path, forms: list[Form]) -> dict[str, str]:
-    """{model name: export folder} of the candidate's student in each of `forms` it can take."""
+def _export_forms(plan: _Plan, steps: Steps, candidate: Candidate, student: Path,
+                  forms: list[Form]) -> dict[str, tuple[Form, str]]:
+    """{model name: (form, export folder)} of the candidate's student in each of `forms` it can take."""
     from kdcompress import export_onnx
 
     made = {}
@@ -253,9 +255,9 @@ def _export_forms(plan: _Plan, steps: Steps, candidate: Candidate, student: Path
         export_settings = {**plan.cfg.export, "model_dir": str(student), **form.export_settings(),
                            "task": plan.cfg.task, "langs": [plan.source, *plan.targets], "data_dir": plan.cfg.data_dir}
         name = f"{candidate.name}-{form.suffix}"
-        made[name] = str(steps.run(f"export {name}", steps.folder("exports", name, export_settings),
-                                   lambda target, _, s=export_settings: export_onnx(**s, out=str(target)),
-                                   export_settings))
+        made[name] = (form, str(steps.run(f"export {name}", steps.folder("exports", name, export_settings),
+                                          lambda target, _, s=export_settings: export_onnx(**s, out=str(target)),
+                                          export_settings)))
     return made
 
 

@@ -257,9 +257,7 @@ def check_static_lengths(model_path: Path, precision: str, check: CheckSet, leng
             for row in range(len(feed["input_ids"])):
                 used = int(feed["attention_mask"][row].sum()) if "attention_mask" in feed else feed["input_ids"].shape[1]
                 single = {k: v[row:row + 1, :used] for k, v in feed.items()}
-                backend.request.infer(single)
-                dynamic = np.array(backend.request.get_output_tensor(0).data, dtype=np.float32)
-                static = backend.run(single)
+                dynamic, static = backend.run_dynamic(single), backend.run(single)
                 routed += used <= lengths[-1]
                 diffs.append(float(np.abs(static - dynamic).max()))
                 agree.append(bool(static.argmax(-1)[0] == dynamic.argmax(-1)[0]))

@@ -161,7 +161,14 @@ class OpenVinoBackend:
         self.precision = precision
 
     def run(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
-        request, feed = self._route(feed)
+        return self._infer(*self._route(feed))
+
+    def run_dynamic(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The dynamic-shape model whatever the feed's shape (what the static lengths are checked against)."""
+        return self._infer(self.request, feed)
+
+    @staticmethod
+    def _infer(request: Any, feed: Mapping[str, np.ndarray]) -> np.ndarray:
         request.infer(dict(feed))
         return np.array(request.get_output_tensor(0).data, dtype=np.float32)  # a copy: the buffer is reused
 
