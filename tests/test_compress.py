@@ -206,6 +206,39 @@ def test_frontier_chooses_the_fastest_form_that_meets_the_budget_on_dev():
     assert "| 4L-ort-int8 |" in markdown(frontier)
 
 
+def test_a_students_full_precision_forms_share_its_verdict_and_int8_is_judged_alone(monkeypatch, tmp_path):
+    """The knife-edge a timed run met: ONNX Runtime fp32 at 2.94 met a 3-point budget while its OpenVINO bf16 twin,
+    0.1 point lower, missed, so compress served the 2.3x slower form. Forms of one student now share its verdict."""
+    from kdcompress.compress import run as compress_run
+    from kdcompress.compress.candidates import parse_candidate
+    from kdcompress.compress.forms import Form
+    from kdcompress.compress.steps import Steps
+
+    teacher = {"source": 0.90, "targets": {"de": 0.80, "sw": 0.80}, "target_average": 0.80}
+    accuracy = {"6L": 0.7705, "6L-onnxruntime": 0.7705, "6L-openvino": 0.7695, "6L-onnxruntime-int8": 0.7695}
+    forms = [Form("onnxruntime", "none"), Form("openvino", "none"), Form("onnxruntime", "dynamic")]
+    monkeypatch.setattr(compress_run, "_distil", lambda *a: tmp_path / "student")
+    monkeypatch.setattr(compress_run, "_export_forms", lambda plan, steps, candidate, student, group: {
+        f"6L-{form.suffix}": (form, f"/x/6L-{form.suffix}") for form in group})
+    measured = []
+    monkeypatch.setattr(compress_run, "_dev_accuracy", lambda plan, steps, models, name: measured.append(
+        list(models)) or {m: {**teacher, "source": 0.9, "targets": {"de": accuracy[m], "sw": accuracy[m]},
+                              "target_average": accuracy[m]} for m in models})
+    plan = compress_run._Plan(CompressConfig(), None, "en", ["de", "sw"], forms, tmp_path, Budget(3.0))
+    entry = compress_run._try_candidate(plan, Steps(tmp_path / "work"), parse_candidate("6"), {}, "/t", teacher)
+    assert measured == [["6L", "6L-onnxruntime", "6L-openvino"], ["6L-onnxruntime-int8"]]  # int8 after full meets
+    verdicts = entry["verdicts"]
+    assert verdicts["6L-onnxruntime"]["meets"] and verdicts["6L-openvino"]["meets"]  # 2.95: the student's gap
+    assert verdicts["6L-openvino"]["judged_on"] == "6L (PyTorch fp32)"
+    assert verdicts["6L-openvino"]["form_gaps"]["target_average"] == pytest.approx(3.05)  # its own, kept for the report
+    assert not verdicts["6L-onnxruntime-int8"]["meets"] and "judged_on" not in verdicts["6L-onnxruntime-int8"]
+
+    accuracy["6L"] = 0.7695  # the student misses: so do all its full-precision forms, and no int8 form is made
+    measured.clear()
+    entry = compress_run._try_candidate(plan, Steps(tmp_path / "work2"), parse_candidate("6"), {}, "/t", teacher)
+    assert not entry["meets_on_dev"] and measured == [["6L", "6L-onnxruntime", "6L-openvino"]]
+
+
 def _compress_settings(teacher, data_dir, out, **extra):
     return {**dict(teacher=str(teacher), task="sib200", data_dir=str(data_dir), target_langs=["de"], candidates=["2"],
                 runtime="onnxruntime", out=str(out), threads=1,
@@ -230,6 +263,8 @@ def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_ste
     assert (out / "frontier.png").stat().st_size > 0
     assert "sentences in the smallest language: one sentence moves" in (out / "frontier.md").read_text()
     dev_gaps = frontier["rows"][0]["dev"]["gaps"]  # judged on sentence-level dev results: each gap has its error
+    assert frontier["rows"][0]["dev"]["judged_on"] == "2L (PyTorch fp32)"  # the fp32 form shares its student's verdict
+    assert "judged_on" not in frontier["rows"][1]["dev"]  # int8 is judged on its own accuracy
     assert set(dev_gaps["per_language_se"]) == {"de"} and dev_gaps["per_language_se"]["de"] >= 0
     dev_reports = [json.loads(p.read_text()) for p in (out / "work" / "bench").glob("dev-2L-*/bench.json")]
     dev_de = next(r for r in dev_reports if "2L-onnxruntime" in r["accuracy"])["accuracy"]["2L-onnxruntime"][

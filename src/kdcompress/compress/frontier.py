@@ -2,7 +2,8 @@
 latency, size and memory, and which one is the answer.
 
 The answer is the fastest deployable form (batch 1, real lengths, model only) among those that meet the budget
-on dev; test accuracy is only reported, never chosen on. Without one, the closest form is named instead."""
+on dev; test accuracy is only reported, never chosen on. Without one, the closest form is named instead. A student's
+full-precision forms share its verdict (run.py `_try_candidate`), so the choice among them is by speed alone."""
 
 from __future__ import annotations
 

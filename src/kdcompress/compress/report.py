@@ -118,15 +118,20 @@ def markdown(frontier: Frontier) -> str:
     for r in rows:
         dev, test, lat = r["dev"]["gaps"], r["test"], r["latency"]
         mark = "**yes**" if r["dev"]["meets"] else "no"
+        shared = " †" if r["dev"].get("judged_on") else ""
         chosen = " ⭐" if r["name"] == frontier.chosen else ""
         lines.append(f"| {r['name']}{chosen} | {r['runtime']} | {r['precision'] or '–'} | "
-                     f"{_with_se(dev['target_average'], dev.get('target_average_se'))} | "
-                     f"{dev['worst_language']} {_with_se(dev['worst_gap'], dev.get('worst_se'))} | {mark} | "
+                     f"{_with_se(dev['target_average'], dev.get('target_average_se'))}{shared} | "
+                     f"{dev['worst_language']} {_with_se(dev['worst_gap'], dev.get('worst_se'))}{shared} | {mark} | "
                      f"{_pct(test['target_average'])} | {_pct(test['source'])} | "
                      f"{_pts(test['gaps']['target_average'])} | {test['gaps']['worst_language']} "
                      f"{_pts(test['gaps']['worst_gap'])} | {_ms(lat['b1_real_ms'])} | {_ms(lat.get(long_ms))} | "
                      f"{_times(lat['speedup_vs_teacher_b1_real'])} | {_times(lat.get(long_x))} | "
                      f"{_mb(r['size_mb'])} | {_mb(r['peak_rss_mb'])} | {_seconds(r.get('cold_start_s'))} |")
+    if any(r["dev"].get("judged_on") for r in rows):
+        lines += ["", "† a full-precision form (fp32, or bf16 where the export's control kept every language) is "
+                  "judged on its student's PyTorch fp32 dev accuracy, shared by all its full-precision forms: they "
+                  "differ only by rounding. Each form's own dev gaps are in frontier.json (`form_gaps`)."]
     ref = frontier.reference
     lines += ["", f"Teacher latency: {_ms(teacher['latency']['b1_real_ms'])} ms at b1 real lengths; PyTorch fp32 "
               f"mBERT-base shape (random weights): {_ms(ref.get('latency_b1_real_ms'))} ms at b1 real lengths, "
