@@ -44,6 +44,12 @@ def _long_key(row_latency: dict, prefix: str) -> str:
     return next(k for k in row_latency if k.startswith(prefix) and "real" not in k)
 
 
+def _precision(row: dict) -> str:
+    """The weights' precision, and the compute's where the runtime infers in another (OpenVINO's bf16 on fp32 weights)."""
+    weights, compute = row.get("precision") or "fp32", row.get("inference_precision")
+    return weights if not compute or compute in (weights, "f32") else f"{weights}, {compute} compute"
+
+
 def headline(frontier: Frontier) -> str:
     """One line: the answer, or the closest miss."""
     if frontier.chosen:
@@ -51,7 +57,7 @@ def headline(frontier: Frontier) -> str:
         lat = row["latency"]
         mbert = lat[_long_key(lat, "speedup_vs_mbert_base_b1_")]
         lang, worst = row["test"]["gaps"]["worst_language"], row["test"]["gaps"]["worst_gap"]
-        return (f"chosen: {row['name']} ({row['runtime']}, {row['precision'] or 'fp32'}): "
+        return (f"chosen: {row['name']} ({row['runtime']}, {_precision(row)}): "
                 f"{_times(lat['speedup_vs_teacher_b1_real'])} the fp32 teacher at batch 1 (real lengths), "
                 f"{_times(mbert)} the PyTorch mBERT-base shape at batch 1 x {_long_key(lat, 'b1_').split('_')[1]}; "
                 f"test: {row['test']['gaps']['target_average']:+.1f} points on the target average, "
@@ -120,7 +126,7 @@ def markdown(frontier: Frontier) -> str:
         mark = "**yes**" if r["dev"]["meets"] else "no"
         shared = " †" if r["dev"].get("judged_on") else ""
         chosen = " ⭐" if r["name"] == frontier.chosen else ""
-        lines.append(f"| {r['name']}{chosen} | {r['runtime']} | {r['precision'] or '–'} | "
+        lines.append(f"| {r['name']}{chosen} | {r['runtime']} | {_precision(r)} | "
                      f"{_with_se(dev['target_average'], dev.get('target_average_se'))}{shared} | "
                      f"{dev['worst_language']} {_with_se(dev['worst_gap'], dev.get('worst_se'))}{shared} | {mark} | "
                      f"{_pct(test['target_average'])} | {_pct(test['source'])} | "
