@@ -235,7 +235,7 @@ def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, 
             if not form.int8:
                 # fp32 and bf16 forms compute the same student up to rounding (bf16 only where the export's control
                 # kept every language), so they share the student's verdict: judged each on its own, one form met a
-                # 3-point budget at 2.94 and its 2.3x faster OpenVINO twin missed at 3.04, a tenth of the standard
+                # 3-point budget at 2.93 and its 2.3x faster OpenVINO twin missed at 3.06, a tenth of the standard
                 # error apart. int8 changes the model: judged on its own accuracy.
                 verdicts[name] = {**student_verdict, "form_gaps": verdicts[name]["gaps"],
                                   "judged_on": f"{candidate.name} (PyTorch fp32)"}
