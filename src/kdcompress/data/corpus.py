@@ -105,6 +105,16 @@ def _hub_text(spec: str, limit: int) -> list[str]:
         ) from None
 
 
+def check_corpus_specs(specs: list[str] | str) -> None:
+    """Refuse, in one line, a corpus that names no task text, no hub dataset and no existing file or folder: what a
+    run checks before its first output (a corpus built by `kdcompress corpus` must exist before the run reads it)."""
+    for spec in [specs] if isinstance(specs, str) else specs:
+        if spec in TASK_SPLITS or spec.startswith("hub:") or Path(spec).expanduser().exists():
+            continue
+        raise KDCompressError(f"corpus {spec!r} is neither 'task', 'task:train', 'hub:NAME', nor an existing file or "
+                              "folder; build it first (kdcompress corpus --out " + spec + ") or fix the path")
+
+
 def load_corpus(specs: list[str], *, task: Task, langs: list[str], data_dir=None, max_sentences: int = 20000,
                 seed: int = 0) -> list[str]:
     """Deduplicated, shuffled (deterministically by `seed`) unlabeled sentences, at most `max_sentences`."""
@@ -115,10 +125,8 @@ def load_corpus(specs: list[str], *, task: Task, langs: list[str], data_dir=None
         elif spec.startswith("hub:"):
             texts.extend(_hub_text(spec, max_sentences))
         else:
+            check_corpus_specs([spec])
             path = Path(spec).expanduser()
-            if not path.exists():
-                raise KDCompressError(f"corpus {spec!r} is neither 'task', 'task:train', 'hub:NAME', nor an existing "
-                                      "file or folder")
             if (path / "manifest.json").is_file():
                 texts.extend(_built_corpus_text(path, langs, max_sentences))
             else:

@@ -116,7 +116,9 @@ class ExperimentConfig(StepTables, Settings):
         if clash:
             raise KDCompressError(f"{where} sets {', '.join(clash)}; set them in [experiment] instead")
         settings = {**self.distill, **values}
-        DistillConfig.from_dict({**_PLACEHOLDERS["distill"], **settings}, where=where)
+        # checked with the languages the experiment will pass: a strategy that needs targets (transfer) must load
+        languages = {"task": self.task, "source_lang": self.source_lang, "target_langs": self.target_langs}
+        DistillConfig.from_dict({**_PLACEHOLDERS["distill"], **languages, **settings}, where=where)
         return settings
 
     def step_settings(self, step: str) -> Settings:

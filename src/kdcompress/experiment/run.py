@@ -84,12 +84,15 @@ def _pretraining_key(settings: dict) -> str:
 def _check_inputs(cfg: ExperimentConfig, task, out: Path) -> None:
     """What can be checked before any output exists: `out`, the data folder and a local teacher (its config,
     weights and tokenizer)."""
+    from kdcompress.data.corpus import check_corpus_specs
     from kdcompress.data.tasks import data_dir_from_env
     from kdcompress.model_check import check_model_dir_tokenizer, check_weights_readable
     from kdcompress.training.teacher_loading import load_teacher_config
 
     check_writable_output(out, overwrite=True)  # an existing `out` is an experiment to continue, never replaced
     task.load("train", normalise_lang(task, cfg.source_lang), data_dir=data_dir_from_env(cfg.data_dir))
+    for _, _, settings in cfg.arm_list():  # before an imported teacher is written into `out`
+        check_corpus_specs(settings.get("corpus", []))
     if cfg.teacher not in IMPORTABLE_TEACHERS:
         teacher_config = load_teacher_config(cfg.teacher)
         if Path(cfg.teacher).expanduser().is_dir():
