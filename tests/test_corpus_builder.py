@@ -130,6 +130,10 @@ def test_no_test_split_text_reaches_the_output(folder, tmp_path):
                       "sib200/yor_Latn/test.tsv", "xnli/test-de.tsv", "pawsx/test-de.tsv",
                       "pawsx/test_unlabeled/test-en.tsv", "ud/UD_German-GSD/de_gsd-ud-test.conllu"}
     assert 'Er sagte: "Das bleibt im Korpus."' in _lines(out, "de")  # CSV quoting undone
+    line = result.summary()  # what the command prints: the counts the manifest holds, and where it is
+    totals = result.manifest["totals"]
+    assert f"corpus: {totals['kept']:,} sentences in 3 languages" in line
+    assert f"{totals['contaminated']:,} sharing text with a test split" in line and "manifest.json" in line
 
 
 def test_deduplicates_within_a_language_up_to_whitespace(folder, tmp_path):

@@ -95,7 +95,7 @@ def corpus_command(**values) -> None:
     settings = merged(CorpusConfig, values["config"], given(values))
     from kdcompress.data.corpus_builder import build_corpus
 
-    build_corpus(settings)
+    typer.echo(build_corpus(settings).summary())
 
 
 @command("export-onnx", [argument_parameter(E, "model_dir"), option_parameter(E, "out", flags=("-o",), required=True),

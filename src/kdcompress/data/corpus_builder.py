@@ -115,6 +115,15 @@ class CorpusResult:
     def files(self) -> dict[str, Path]:
         return {lang: self.out / f"{lang}.txt" for lang in self.counts}
 
+    def summary(self) -> str:
+        """One line for the terminal: what was kept, what was left out and why, where the details are."""
+        totals = self.manifest["totals"]
+        fewest = min(self.counts, key=self.counts.get)
+        return (f"corpus: {totals['kept']:,} sentences in {totals['languages']} languages ({totals['kept_min']:,} "
+                f"({fewest}) to {totals['kept_max']:,} a language) in {self.out}; left out: {totals['contaminated']:,} "
+                f"sharing text with a test split, {totals['duplicates']:,} duplicates, {totals['too_short']:,} too "
+                f"short, {totals['over_cap']:,} over the caps. Per source: {self.out / MANIFEST}")
+
 
 def _select(sources: list[Source], langs: list[str], cfg: CorpusConfig) -> list[Source]:
     treebank_langs = {s.lang for s in sources if s.family == "ud"}
