@@ -225,9 +225,9 @@ def _try_candidate(plan: _Plan, steps: Steps, candidate: Candidate, base: dict, 
             break
         exported = _export_forms(plan, steps, candidate, student, group)
         made = {name: path for name, (_, path) in exported.items()}
-        measured = {candidate.name: str(student), **made} if index == 0 else made
-        if not exported and index:
+        if index and not made:
             continue
+        measured = {candidate.name: str(student), **made} if index == 0 else made  # the student's verdict comes first
         group_dev = _dev_accuracy(plan, steps, measured, f"dev-{candidate.name}" + ("-int8" if index else ""))
         if index == 0:
             student_verdict = _verdict(plan, group_dev[candidate.name], teacher_dev)
