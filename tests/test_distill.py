@@ -55,6 +55,25 @@ def test_trimmed_narrow_student_loads_with_its_tokenizer(tmp_path, tiny_teacher_
     assert logits.shape == (2, 7)
 
 
+def test_a_trim_corpus_adds_its_tokens_to_the_trimmed_vocabulary(tmp_path, tiny_teacher_dir, data_dir):
+    from transformers import AutoTokenizer
+
+    from kdcompress.data.tasks import get_task
+
+    common = ("--teacher", tiny_teacher_dir, "--data-dir", data_dir, "--strategy", "finetune", "--trim-vocab",
+              "--no-trim-vocab-characters", *QUICK)
+    sample = run_cli(*common, "--out", tmp_path / "sample")
+    served = run_cli(*common, "--trim-vocab-corpus", "task:train", "--out", tmp_path / "served")
+    assert sample.exit_code == 0 and served.exit_code == 0, served.output
+    task = get_task("sib200")
+    train = [e.text for lang in ("en", "de", "zh") for e in task.load("train", lang, data_dir=data_dir)]
+    teacher = AutoTokenizer.from_pretrained(tiny_teacher_dir)
+    kept = AutoTokenizer.from_pretrained(tmp_path / "served")
+    # every train sentence of the languages served keeps the teacher's segmentation (not only the transfer set's)
+    assert all(kept.tokenize(text) == teacher.tokenize(text) for text in train)
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "sample")) < len(kept)
+
+
 def test_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_teacher_dir, data_dir, monkeypatch):
     settings = dict(teacher=str(tiny_teacher_dir), task="sib200", data_dir=str(data_dir), target_langs=["de"],
                     strategy="pretrain", student_layers=2, max_steps=4, save_every=2, batch_size=4, max_length=32,

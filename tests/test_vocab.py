@@ -79,3 +79,15 @@ def test_one_character_tokens_of_a_unigram_vocabulary():
     backend.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
     assert sorted(character_token_ids(tokenizer)) == [2, 3, 5, 6, 7]
+
+
+def test_a_minimum_count_keeps_only_the_tokens_seen_that_often(tiny_teacher_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
+    texts = ["Guten Tag", "Guten Abend", "Hallo"]
+    once, twice = collect_token_ids(tokenizer, texts), collect_token_ids(tokenizer, texts, min_count=2)
+    guten = tokenizer("Guten", add_special_tokens=False)["input_ids"]
+    hallo = tokenizer("Hallo", add_special_tokens=False)["input_ids"]
+    assert set(guten) <= set(twice) and set(tokenizer.all_special_ids) <= set(twice)  # specials always stay
+    assert set(hallo) <= set(once) and not set(hallo) & set(twice) - set(tokenizer.all_special_ids)

@@ -114,7 +114,8 @@ def _check(cfg: CompressConfig) -> _Plan:
                                   f"({len(task.labels)} labels); pass a folder made by `kdcompress finetune-teacher`, "
                                   "or leave the option out and compress fine-tunes the teacher")
     parse_candidates(cfg.candidates)
-    check_corpus_specs(cfg.distill.get("corpus", []))  # before an imported teacher is written into `out`
+    for key in ("corpus", "trim_vocab_corpus"):  # before an imported teacher is written into `out`
+        check_corpus_specs(cfg.distill.get(key, []))
     cfg.step_settings("distill", out="x")
     cfg.step_settings("export", model_dir="x", out="x")
     cfg.step_settings("bench")

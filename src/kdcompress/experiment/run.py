@@ -92,7 +92,8 @@ def _check_inputs(cfg: ExperimentConfig, task, out: Path) -> None:
     check_writable_output(out, overwrite=True)  # an existing `out` is an experiment to continue, never replaced
     task.load("train", normalise_lang(task, cfg.source_lang), data_dir=data_dir_from_env(cfg.data_dir))
     for _, _, settings in cfg.arm_list():  # before an imported teacher is written into `out`
-        check_corpus_specs(settings.get("corpus", []))
+        for key in ("corpus", "trim_vocab_corpus"):
+            check_corpus_specs(settings.get(key, []))
     if cfg.teacher not in IMPORTABLE_TEACHERS:
         teacher_config = load_teacher_config(cfg.teacher)
         if Path(cfg.teacher).expanduser().is_dir():

@@ -46,6 +46,12 @@ class DistillConfig(Settings):
     trim_vocab_characters: bool = setting(True, help="With --trim-vocab, also keep every one-character token, so that "
                                           "text outside the corpus splits into smaller known tokens instead of "
                                           "unknown ones (about 15k more tokens for XLM-R's vocabulary).")
+    trim_vocab_corpus: list[str] = setting(factory=list, help="With --trim-vocab, more text of the languages served "
+                                           "whose tokens the vocabulary also keeps, read for trimming only (not as "
+                                           "training text): e.g. task:train (all of it, not the transfer set's sample) "
+                                           "and a folder built by `kdcompress corpus`.")
+    trim_vocab_min_count: int = setting(1, help="A token of --trim-vocab-corpus is kept when it occurs at least this "
+                                        "often there (2 drops the one-off tokens: a smaller file).")
     init_from: str = setting("teacher", help="Which teacher's layers a student without pretraining KD copies: teacher "
                              "(the general one) or finetuned-teacher (the one fine-tuned on the source language).")
 
@@ -170,6 +176,8 @@ class DistillConfig(Settings):
             raise KDCompressError("--strategy general makes a general student; drop --general-student")
         if not self.corpus:
             raise KDCompressError("--corpus is empty; pass 'task', a .txt file or folder, or hub:DATASET")
+        if self.trim_vocab_min_count < 1:
+            raise KDCompressError(f"--trim-vocab-min-count must be at least 1, got {self.trim_vocab_min_count}")
         if self.student_layers == 0:
             self._check_static(strategy)
         return self

@@ -7,6 +7,7 @@ corpus, the student plan and the sequence length.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +124,8 @@ def _capped_max_length(cfg: DistillConfig, teacher_config: PretrainedConfig) -> 
 def prepare(cfg: DistillConfig, *, student: bool = True) -> RunSetup:
     """Load and check every input of a run (student=False: only what teacher fine-tuning needs)."""
     if cfg.out:  # --overwrite must never delete what the run reads (a teacher inside OUT, say)
-        inputs = [cfg.teacher, cfg.finetuned_teacher, cfg.general_student, cfg.data_dir, *cfg.corpus]
+        inputs = [cfg.teacher, cfg.finetuned_teacher, cfg.general_student, cfg.data_dir, *cfg.corpus,
+                  *cfg.trim_vocab_corpus]
         check_writable_output(cfg.out, cfg.overwrite, inputs=[p for p in inputs if p and Path(p).expanduser().exists()])
     strategy = get_strategy(cfg.strategy)
     task = get_task(cfg.task)
@@ -143,6 +145,11 @@ def prepare(cfg: DistillConfig, *, student: bool = True) -> RunSetup:
     if student and cfg.trim_vocab:
         texts = [e.text for e in train_examples] + [e.text_pair for e in train_examples if e.text_pair]
         keep_ids = collect_token_ids(tokenizer, texts + list(corpus or []))
+        if cfg.trim_vocab_corpus:  # read whole (no sentence cap): its only cost is tokenizing it once
+            served = load_corpus(cfg.trim_vocab_corpus, task=task, langs=[source, *targets], data_dir=data_dir,
+                                 max_sentences=sys.maxsize, seed=cfg.seed)
+            keep_ids = sorted(set(keep_ids) | set(collect_token_ids(tokenizer, served,
+                                                                    min_count=cfg.trim_vocab_min_count)))
         if cfg.trim_vocab_characters:
             keep_ids = sorted(set(keep_ids) | set(character_token_ids(tokenizer)))
     student_tokenizer = trim_tokenizer(tokenizer, keep_ids) if keep_ids else tokenizer

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
@@ -21,14 +22,16 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from kdcompress.errors import KDCompressError
 
 
-def collect_token_ids(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str], *, batch_size: int = 1000) -> list[int]:
-    """Sorted ids of every token the tokenizer produces on `texts`, plus all special tokens."""
-    used: set[int] = set(tokenizer.all_special_ids)
+def collect_token_ids(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str], *, min_count: int = 1,
+                      batch_size: int = 1000) -> list[int]:
+    """Sorted ids of every token the tokenizer produces on `texts` at least `min_count` times, plus all special
+    tokens."""
+    counts: Counter[int] = Counter(dict.fromkeys(tokenizer.all_special_ids, min_count))
     batch: list[str] = []
 
     def flush() -> None:
         for ids in tokenizer(batch, add_special_tokens=True, truncation=False)["input_ids"]:
-            used.update(ids)
+            counts.update(ids)
         batch.clear()
 
     for text in texts:
@@ -37,7 +40,7 @@ def collect_token_ids(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str], 
             flush()
     if batch:
         flush()
-    return sorted(used)
+    return sorted(token for token, count in counts.items() if count >= min_count)
 
 
 def character_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
