@@ -153,6 +153,19 @@ def test_pair_transfer_set_keeps_every_language_under_a_cap(data_dir):
     assert [sum(e.text in dev[lang] for e in unlabeled) for lang in dev] == [10, 10, 10]
 
 
+def test_a_pair_task_without_target_train_pairs_says_how_to_get_a_transfer_set(data_dir):
+    """Offline, XNLI trains English only: task:train (compress's default) finds no target pairs."""
+    from kdcompress.data.tasks import get_task
+    from kdcompress.training.config import DistillConfig
+    from kdcompress.training.transfer_set import build_transfer_set
+
+    task = get_task("xnli")
+    train = task.load("train", "en", data_dir=data_dir)[:4]
+    cfg = DistillConfig(kd_transfer="source+corpus", corpus=["task:train"], task="xnli")
+    with pytest.raises(KDCompressError, match="no xnli train pairs in the target languages.*use --corpus task"):
+        build_transfer_set(cfg, task, "en", ["de", "fr"], data_dir, train, None)
+
+
 def test_teacher_logits_are_computed_once_per_teacher_and_transfer_set(tmp_path, tiny_teacher_dir, data_dir):
     from safetensors.torch import load_file
 

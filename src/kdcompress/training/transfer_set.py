@@ -51,6 +51,11 @@ def build_transfer_set(cfg: DistillConfig, task: Task, source: str, targets: lis
         # Round-robin over the languages, so that a cap keeps every language rather than the first few.
         unlabeled = [e for row in itertools.zip_longest(*per_lang) for e in row if e is not None]
         unlabeled = unlabeled[:cfg.corpus_max_sentences]
+        if not unlabeled and task_splits == ("train",):
+            raise KDCompressError(
+                f"the transfer set is empty: this data folder has no {task.name} train pairs in the target languages "
+                "(locally XNLI and PAWS-X train English only); use --corpus task for their unlabeled train and dev "
+                "pairs (a choice then read on dev has seen dev text), or the hub, which has their translated train")
     else:
         unlabeled = [Example(text, None, UNLABELED) for text in corpus or []]
     if not unlabeled:
