@@ -88,7 +88,7 @@ def _runtimes(cfg: CompressConfig) -> list:
 def _check(cfg: CompressConfig) -> _Plan:
     """Every input that can be checked before the teacher exists: languages, data files, teachers, runtimes,
     candidates and the step tables."""
-    from kdcompress.data.corpus import check_corpus_specs
+    from kdcompress.data.corpus import check_corpora
     from kdcompress.data.tasks import data_dir_from_env, get_task, resolve_languages
     from kdcompress.model_check import check_model_dir_tokenizer, check_weights_readable
     from kdcompress.training import teacher_loading
@@ -114,8 +114,7 @@ def _check(cfg: CompressConfig) -> _Plan:
                                   f"({len(task.labels)} labels); pass a folder made by `kdcompress finetune-teacher`, "
                                   "or leave the option out and compress fine-tunes the teacher")
     parse_candidates(cfg.candidates)
-    for key in ("corpus", "trim_vocab_corpus"):  # before an imported teacher is written into `out`
-        check_corpus_specs(cfg.distill.get(key, []))
+    check_corpora(cfg.distill)  # before an imported teacher is written into `out`
     cfg.step_settings("distill", out="x")
     cfg.step_settings("export", model_dir="x", out="x")
     cfg.step_settings("bench")

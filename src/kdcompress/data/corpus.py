@@ -115,6 +115,16 @@ def check_corpus_specs(specs: list[str] | str) -> None:
                               "folder; build it first (kdcompress corpus --out " + spec + ") or fix the path")
 
 
+# The distill settings that name corpora (the training text and the text a trimmed vocabulary is read from)
+CORPUS_SETTINGS = ("corpus", "trim_vocab_corpus")
+
+
+def check_corpora(settings: dict) -> None:
+    """check_corpus_specs on every corpus a distill settings table names."""
+    for key in CORPUS_SETTINGS:
+        check_corpus_specs(settings.get(key, []))
+
+
 def load_corpus(specs: list[str], *, task: Task, langs: list[str], data_dir=None, max_sentences: int = 20000,
                 seed: int = 0) -> list[str]:
     """Deduplicated, shuffled (deterministically by `seed`) unlabeled sentences, at most `max_sentences`."""

@@ -84,7 +84,7 @@ def _pretraining_key(settings: dict) -> str:
 def _check_inputs(cfg: ExperimentConfig, task, out: Path) -> None:
     """What can be checked before any output exists: `out`, the data folder and a local teacher (its config,
     weights and tokenizer)."""
-    from kdcompress.data.corpus import check_corpus_specs
+    from kdcompress.data.corpus import check_corpora
     from kdcompress.data.tasks import data_dir_from_env
     from kdcompress.model_check import check_model_dir_tokenizer, check_weights_readable
     from kdcompress.training.teacher_loading import load_teacher_config
@@ -92,8 +92,7 @@ def _check_inputs(cfg: ExperimentConfig, task, out: Path) -> None:
     check_writable_output(out, overwrite=True)  # an existing `out` is an experiment to continue, never replaced
     task.load("train", normalise_lang(task, cfg.source_lang), data_dir=data_dir_from_env(cfg.data_dir))
     for _, _, settings in cfg.arm_list():  # before an imported teacher is written into `out`
-        for key in ("corpus", "trim_vocab_corpus"):
-            check_corpus_specs(settings.get(key, []))
+        check_corpora(settings)
     if cfg.teacher not in IMPORTABLE_TEACHERS:
         teacher_config = load_teacher_config(cfg.teacher)
         if Path(cfg.teacher).expanduser().is_dir():
