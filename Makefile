@@ -9,12 +9,14 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: venv test demo clean
 
+# --no-cache-dir: pip's cache would hold a second copy of every wheel (about 1 GB), and a CI disk has run out of
+# space installing them.
 $(BIN)/kdcompress: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install --no-cache-dir --upgrade pip
 	# torch first, pinned: an unpinned resolve would fetch a multi-GB CUDA build.
-	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[offline,dev,openvino]'
+	$(BIN)/pip install --no-cache-dir torch==2.13.0
+	$(BIN)/pip install --no-cache-dir -e '.[offline,dev,openvino]'
 	touch $@
 
 venv: $(BIN)/kdcompress

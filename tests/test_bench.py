@@ -159,6 +159,19 @@ def test_accuracy_equals_a_hand_count():
     assert summary["source"] == pytest.approx(0.6) and summary["target_average"] == 1.0
 
 
+def test_accuracy_does_not_depend_on_the_eval_batch_size():
+    task = get_task("sib200")
+    topics = ["travel", "sports", "health", "geography", "politics"]
+    examples = [Example(f"{topics[i % 5]}: {'word ' * (i % 7)}", None, task.label_index(topics[(i * 3) % 5]))
+                for i in range(23)]
+    runner = KeywordRunner()
+    mapping = acc.label_mapping(runner.labels, task, model_name="keyword")
+    results = [acc.evaluate(runner, mapping, {"en": examples}, batch_size=size) for size in (1, 4, 256)]
+    assert results[0] == results[1] == results[2] and results[0]["en"]["n"] == 23
+    with pytest.raises(KDCompressError, match="--eval-batch-size 0: give a positive whole number"):
+        BenchConfig.from_dict({"eval_batch_size": 0})
+
+
 def test_label_mapping_rejects_a_different_label_set():
     expected = "model nli has labels that differ from task sib200 .missing science.*unexpected entailment"
     with pytest.raises(KDCompressError, match=expected):

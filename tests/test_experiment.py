@@ -290,3 +290,47 @@ corpus = ["{tmp_path / 'no-such-corpus'}"]
     result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
     assert result.exit_code != 0 and "no-such-corpus' is neither" in result.output
     assert not out.exists()  # nothing imported, nothing written
+
+
+def test_steps_run_side_by_side_with_workers_and_are_reused_by_a_serial_rerun(tmp_path, tiny_teacher_dir, data_dir):
+    """workers = 2: the teacher beside the general student, then the students in worker processes; the folders and
+    records are the serial run's, so a rerun with one worker reuses every step."""
+    config = tmp_path / "workers.toml"
+    out = tmp_path / "workers"
+    config.write_text(f"""
+[experiment]
+out = "{out}"
+teacher = "{tiny_teacher_dir}"
+data_dir = "{data_dir}"
+target_langs = ["de"]
+strategies = ["finetune", "pretrain"]
+seeds = [1, 2]
+quantize = "none"
+workers = 2
+{ONE_STEP_TABLES}""")
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "2 steps side by side" in result.output and "distill pretrain-s2: done in" in result.output
+    students = sorted(p.name for p in (out / "students").iterdir() if not p.name.startswith("general-"))
+    assert students == ["finetune-s1", "finetune-s2", "pretrain-s1", "pretrain-s2"]
+    for name in students:
+        record = json.loads((out / "students" / name / "distill.json").read_text())
+        assert record["config"]["finetuned_teacher"] == str(out / "teachers" / "finetuned")
+        assert record["config"]["seed"] == int(name[-1])
+    general = json.loads((out / "students" / "pretrain-s2" / "distill.json").read_text())["general_student"]
+    assert Path(general).parent == out / "students" and (Path(general) / "distill.json").is_file()
+    first = json.loads((out / "report" / "experiment.json").read_text())
+    assert set(first["step_seconds"]) >= {"fine-tune the teacher", "distill finetune-s1", "distill pretrain-s2"}
+    assert set(first["summary"]) == {"teacher/pytorch", "finetune/pytorch", "pretrain/pytorch"}
+
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    rerun = json.loads((out / "report" / "experiment.json").read_text())
+    assert rerun["step_seconds"] == {} and rerun["summary"]["pretrain/pytorch"]["seeds"] == [1, 2]
+
+
+def test_workers_below_one_are_refused(tmp_path):
+    config = tmp_path / "exp.toml"
+    config.write_text('[experiment]\nout = "x"\nworkers = 0\n')
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
+    assert result.exit_code == 2 and "workers = 0" in result.output and not (tmp_path / "x").exists()

@@ -138,7 +138,8 @@ def bench_command(**values) -> None:
     run_bench(settings)
 
 
-EXPERIMENT_OVERRIDES = ("out", "data_dir", "teacher", "seeds", "strategies", "stop_after", "compare_teachers")
+EXPERIMENT_OVERRIDES = ("out", "data_dir", "teacher", "seeds", "strategies", "stop_after", "workers",
+                        "compare_teachers")
 HUB_HELP = ("Use the Hugging Face hub: mBERT as the teacher (unless --teacher) and the hub's datasets instead of a "
             "local folder.")
 

@@ -52,6 +52,8 @@ class BenchConfig(Settings):
                                                 "are quoted against).", cli=False)
     latency_models: list[str] | None = setting(None, help="Models to time (default: all; the rest get accuracy "
                                                "only).", cli=False)
+    eval_batch_size: int = setting(32, help="Sentences per call when measuring accuracy (sorted by length, "
+                                   "padded per batch). A GPU wants more, e.g. 256; predictions do not depend on it.")
     sentence_hits: bool = setting(False, help="Also record, per language, whether each sentence (in file order) was "
                                   "labelled right: paired comparisons between models (compress judges per-language "
                                   "gaps against their sampling error with them).", cli=False)
@@ -68,6 +70,9 @@ class BenchConfig(Settings):
             raise KDCompressError(f"--runtime {self.runtime!r} is not one of {', '.join(choices)}")
         if self.device not in (get_runtime(self.runtime).devices if self.runtime != ALL_RUNTIMES else ("cpu",)):
             raise KDCompressError(f"--runtime {self.runtime} runs on the CPU; use --device cpu")
+        if self.eval_batch_size < 1:
+            raise KDCompressError(f"--eval-batch-size {self.eval_batch_size}: give a positive whole number (32 is "
+                                  "the default)")
         for option, values in (("batch_sizes", self.batch_sizes), ("seq_lens", self.seq_lens)):
             if not values or any(v < 1 for v in values):
                 shown = ",".join(map(str, values)) or "nothing"

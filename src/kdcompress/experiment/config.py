@@ -62,12 +62,18 @@ class ExperimentConfig(StepTables, Settings):
     stop_after: str = setting("report", help="report (everything), or general-students: import the teacher and "
                               "distil the general students only, e.g. on a GPU machine; a later run whose "
                               "students/ holds them reuses them.")
+    workers: int = setting(1, help="Steps run side by side, each in a process of its own: the teacher's "
+                           "fine-tuning beside the general students, then the students of every arm and seed. Worth "
+                           "it on a GPU, which one distillation leaves mostly idle; each worker gets its share of "
+                           "the CPU threads. Results do not depend on it.")
     compare_teachers: list[str] = setting(factory=list, help="Experiment directories of the same arms distilled "
                                           "from other teachers: the report puts them side by side and reads claim 3 "
                                           "(a larger teacher gives the strongest student). One that has no report "
                                           "yet is named in the report; this experiment's own directory is skipped.")
 
     def check(self) -> "ExperimentConfig":
+        if self.workers < 1:
+            raise KDCompressError(f"workers = {self.workers}: give 1 (one step at a time) or more")
         if not self.strategies:
             raise KDCompressError(f"no strategies given; choose from {', '.join(STRATEGY_NAMES)}")
         for name in self.strategies:

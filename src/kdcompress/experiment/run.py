@@ -14,6 +14,7 @@ from rich.console import Console
 
 from kdcompress.data.tasks import get_task, normalise_lang, resolve_languages
 from kdcompress.experiment.config import IMPORTABLE_TEACHERS, ExperimentConfig
+from kdcompress.experiment.step_pool import StepPool, cpu_note
 from kdcompress.experiment.step_settings import (TEACHER_SETTINGS, legacy_settings, student_settings,
                                                  subset_settings, teacher_settings)
 from kdcompress.experiment.report import ExperimentOutcome, print_summary, write_experiment_report
@@ -32,20 +33,27 @@ console = Console(stderr=True)
 
 class _Steps:
     """Runs each named step once per set of settings (kdcompress.reuse): a folder made with the same settings is
-    reused; one made with other settings stays, and the step runs again into a folder named by the settings' hash."""
+    reused; one made with other settings stays, and the step runs again into a folder named by the settings' hash.
+    `submit` hands a step to the pool (experiment.step_pool) and returns at once."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, pool: StepPool | None = None):
         self.out = out
+        self.pool = pool or StepPool(1)
         self.timings: dict[str, float] = {}
 
-    def __call__(self, name: str, target: Path, make, settings: dict, legacy=None) -> Path:
+    def _place(self, name: str, target: Path, settings: dict, legacy):
         place = place_step(target, settings, legacy)
         if place.reuse:
             console.print(f"[dim]{name}: {place.folder} exists, made with these settings: reused[/]")
-            return place.folder
-        if place.moved:
+        elif place.moved:
             console.print(f"[yellow]{name}: {target} was made with other settings ({describe_changes(place.changed)})"
                           f"; running it again into {place.folder}[/]")
+        return place
+
+    def __call__(self, name: str, target: Path, make, settings: dict, legacy=None) -> Path:
+        place = self._place(name, target, settings, legacy)
+        if place.reuse:
+            return place.folder
         console.rule(f"[bold]{name}")
         started = time.perf_counter()
         partial = place.folder.with_name(place.folder.name + ".partial")
@@ -53,6 +61,32 @@ class _Steps:
         record_settings(place.folder, settings)
         self.timings[name] = round(time.perf_counter() - started, 1)
         return place.folder
+
+    def submit(self, name: str, target: Path, function, kwargs: dict, settings: dict, legacy=None) -> "_Pending":
+        """`function(**kwargs, out=folder, resume=...)` in the pool; `.result()` waits and records it."""
+        place = self._place(name, target, settings, legacy)
+        if place.reuse:
+            return _Pending(self, name, place.folder, settings, None)
+        console.rule(f"[bold]{name}")
+        resume = place.folder.with_name(place.folder.name + ".partial").exists()
+        return _Pending(self, name, place.folder, settings, self.pool.submit(function, kwargs, place.folder, resume))
+
+
+class _Pending:
+    """A submitted step: its folder is known at once, its settings are recorded once it has finished."""
+
+    def __init__(self, steps: _Steps, name: str, folder: Path, settings: dict, future):
+        self.steps, self.name, self.folder, self.settings, self.future = steps, name, folder, settings, future
+
+    def result(self) -> Path:
+        if self.future is not None:
+            seconds = self.future.result()
+            record_settings(self.folder, self.settings)
+            self.steps.timings[self.name] = round(seconds, 1)
+            if self.steps.pool.workers > 1:
+                console.print(f"[green]{self.name}: done in {seconds:.0f} s[/]")
+            self.future = None
+        return self.folder
 
 
 # The settings that shape a general student: arms that agree on these share one.
@@ -145,7 +179,7 @@ class _GeneralStudents:
 
     def __init__(self, cfg: ExperimentConfig, out: Path, steps: _Steps, teacher: str, common: dict):
         self.cfg, self.out, self.steps, self.teacher, self.common = cfg, out, steps, teacher, common
-        self.made: dict[str, str] = {}
+        self.made: dict[str, _Pending] = {}
         self.of_arm: dict[str, str] = {}
 
     def step_dirs(self) -> dict[str, list[str]]:
@@ -160,28 +194,31 @@ class _GeneralStudents:
         return {arm: read_json(Path(path) / "distill.json", what="general student record")["corpus"]["sentences"]
                 for arm, path in self.of_arm.items()}
 
-    def __call__(self, arm: str, settings: dict) -> str | None:
+    def submit(self, arm: str, settings: dict) -> _Pending | None:
+        """The arm's general student, submitted to the pool once per key; None when the arm starts from none."""
         from kdcompress import distill
 
         if not (self.cfg.reuse_general_student and "pretrain_kd" in get_strategy(settings["strategy"]).stages):
             return None
         key = _pretraining_key(settings)
         if key not in self.made:
-            self.made[key] = str(self.steps(
-                f"distill general student ({arm})", self.out / "students" / f"general-{key}",
-                lambda target, resume: distill(**{**settings, "strategy": "general", "kd_transfer": "source"},
-                                               teacher=self.teacher, seed=self.cfg.seeds[0], out=str(target),
-                                               resume=resume, **self.common),
+            self.made[key] = self.steps.submit(
+                f"distill general student ({arm})", self.out / "students" / f"general-{key}", distill,
+                {**settings, "strategy": "general", "kd_transfer": "source", "teacher": self.teacher,
+                 "seed": self.cfg.seeds[0], **self.common},
                 subset_settings({**settings, "teacher": self.teacher, "seed": self.cfg.seeds[0], **self.common},
-                                _GENERAL_STUDENT_SETTINGS), legacy_settings(_GENERAL_STUDENT_SETTINGS)))
-        self.of_arm[arm] = self.made[key]
+                                _GENERAL_STUDENT_SETTINGS), legacy_settings(_GENERAL_STUDENT_SETTINGS))
+        self.of_arm[arm] = str(self.made[key].folder)
         return self.made[key]
 
 
 def _general_students_only(cfg: ExperimentConfig, out: Path, steps: _Steps, teacher: str, common: dict) -> Path:
     general_student = _GeneralStudents(cfg, out, steps, teacher, common)
-    for arm, strategy, settings in cfg.arm_list():
-        general_student(arm, {**settings, "strategy": strategy})
+    pending = [general_student.submit(arm, {**settings, "strategy": strategy})
+               for arm, strategy, settings in cfg.arm_list()]
+    for step in pending:
+        if step is not None:
+            step.result()
     if not general_student.made:
         console.print("[yellow]no arm runs KD during pretraining: there is no general student to make[/]")
     for name, seconds in steps.timings.items():
@@ -208,16 +245,18 @@ def run_experiment(config: ExperimentConfig | None = None, **overrides) -> Path:
     common = dict(task=cfg.task, data_dir=cfg.data_dir, source_lang=source, target_langs=targets)
     load_compared(cfg.compare_teachers, own_out=out, task=cfg.task, source=source, targets=targets)
     teacher_is_finetuned = cfg.teacher not in IMPORTABLE_TEACHERS and _check_steps(cfg, cfg.teacher, common)
-    with _experiment_dir(out):
-        return _run(cfg, out, source, targets, common, teacher_is_finetuned)
+    with _experiment_dir(out), StepPool(cfg.workers) as pool:
+        return _run(cfg, out, source, targets, common, teacher_is_finetuned, pool)
 
 
 def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], common: dict,
-         teacher_is_finetuned: bool) -> Path:
+         teacher_is_finetuned: bool, pool: StepPool) -> Path:
     from kdcompress import distill, export_onnx, finetune_teacher, import_teacher, run_bench
 
-    steps = _Steps(out)
+    steps = _Steps(out, pool)
     started = time.perf_counter()
+    if pool.workers > 1:
+        console.print(f"[dim]{cpu_note(pool.workers)}[/]")
 
     teacher = cfg.teacher
     if teacher in IMPORTABLE_TEACHERS:
@@ -227,40 +266,48 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
     if cfg.stop_after == "general-students":
         return _general_students_only(cfg, out, steps, teacher, common)
     distill_settings = dict(cfg.distill)
+    general_student = _GeneralStudents(cfg, out, steps, teacher, common)
     if teacher_is_finetuned:
         console.print(f"[dim]the teacher {teacher} is already fine-tuned on {cfg.task}: used as it is[/]")
-        finetuned = teacher
+        finetuning = None
     else:
-        finetuned = str(steps("fine-tune the teacher", out / "teachers" / "finetuned",
-                              lambda target, resume: finetune_teacher(
-                                  teacher=teacher, out=str(target), resume=resume, seed=cfg.seeds[0],
-                                  **common, **distill_settings),
-                              teacher_settings({**distill_settings, **common, "teacher": teacher, "seed": cfg.seeds[0]}),
-                              legacy_settings(TEACHER_SETTINGS)))
+        finetuning = steps.submit(
+            "fine-tune the teacher", out / "teachers" / "finetuned", finetune_teacher,
+            {"teacher": teacher, "seed": cfg.seeds[0], **common, **distill_settings},
+            teacher_settings({**distill_settings, **common, "teacher": teacher, "seed": cfg.seeds[0]}),
+            legacy_settings(TEACHER_SETTINGS))
+    # The general students read the pretrained teacher, not the fine-tuned one: they are made beside it.
+    generals = {arm: general_student.submit(arm, {**settings, "strategy": strategy})
+                for arm, strategy, settings in cfg.arm_list()}
+    finetuned = teacher if finetuning is None else str(finetuning.result())
 
     refs = [ModelRef("teacher", "teacher", None, "pytorch")]
     models = {"teacher": finetuned}
     latency_models = ["teacher"]
-    general_student = _GeneralStudents(cfg, out, steps, teacher, common)
     step_dirs: dict[str, list[str]] = {} if teacher_is_finetuned else {"teacher fine-tuning": [finetuned]}
 
-    for seed in cfg.seeds:
-        for arm, strategy, arm_settings in cfg.arm_list():
-            name = f"{arm}-s{seed}"
-            settings = {**arm_settings, "strategy": strategy}
-            general = general_student(arm, settings)
-            path = steps(f"distill {name}", out / "students" / name,
-                         lambda target, resume, settings=settings, seed=seed, general=general: distill(
-                             **settings, teacher=teacher, finetuned_teacher=finetuned, general_student=general,
-                             seed=seed, out=str(target), resume=resume, **common),
-                         student_settings({**settings, "teacher": teacher, "finetuned_teacher": finetuned,
-                                           "general_student": general, "seed": seed, **common}),
-                         legacy_settings())
-            models[name] = str(path)
-            step_dirs.setdefault(f"{arm} (fine-tuning stages)" if general else arm, []).append(str(path))
-            refs.append(ModelRef(name, arm, seed, "pytorch"))
-            if seed == cfg.seeds[0]:
-                latency_models.append(name)
+    def submit_student(seed: int, arm: str, strategy: str, arm_settings: dict) -> _Pending:
+        settings = {**arm_settings, "strategy": strategy}
+        general = generals[arm] and str(generals[arm].result())
+        return steps.submit(f"distill {arm}-s{seed}", out / "students" / f"{arm}-s{seed}", distill,
+                            {**settings, "teacher": teacher, "finetuned_teacher": finetuned,
+                             "general_student": general, "seed": seed, **common},
+                            student_settings({**settings, "teacher": teacher, "finetuned_teacher": finetuned,
+                                              "general_student": general, "seed": seed, **common}),
+                            legacy_settings())
+
+    # Students that start from the teacher go to the pool first, so that they run while a general student is made.
+    students = [(seed, arm, strategy, settings) for seed in cfg.seeds for arm, strategy, settings in cfg.arm_list()]
+    submitted = {(seed, arm): submit_student(seed, arm, strategy, settings)
+                 for seed, arm, strategy, settings in sorted(students, key=lambda job: generals[job[1]] is not None)}
+    for seed, arm, _, _ in students:
+        name = f"{arm}-s{seed}"
+        path = submitted[seed, arm].result()
+        models[name] = str(path)
+        step_dirs.setdefault(f"{arm} (fine-tuning stages)" if generals[arm] else arm, []).append(str(path))
+        refs.append(ModelRef(name, arm, seed, "pytorch"))
+        if seed == cfg.seeds[0]:
+            latency_models.append(name)
 
     pytorch_models = list(latency_models)
     if cfg.quantize != "none":

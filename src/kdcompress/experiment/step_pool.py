@@ -1,0 +1,73 @@
+"""Steps of an experiment run side by side, each in a process of its own.
+
+One distillation leaves a GPU mostly idle (batches of 32 on a 6-layer encoder are bound by Python, the
+tokenizer and kernel launches, about 20 steps a second on an H100), so the students of every arm and seed are
+independent jobs worth running together; on a CPU each worker gets its share of the cores. A step is a
+module-level function and its keyword arguments (processes are spawned: CUDA cannot be forked), and returns
+the seconds it took; the parent alone decides reuse and records settings (kdcompress.reuse).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+
+def run_step(function: Callable[..., Any], kwargs: dict, target: Path, resume: bool) -> float:
+    """Call `function(**kwargs, out=target, resume=resume)`: the shape of distill and finetune_teacher."""
+    started = time.perf_counter()
+    function(**kwargs, out=str(target), resume=resume)
+    return time.perf_counter() - started
+
+
+def _start_worker(threads: int) -> None:
+    import torch
+
+    from kdcompress.quiet import quiet_libraries
+
+    torch.set_num_threads(threads)
+    quiet_libraries()
+
+
+def worker_threads(workers: int) -> int:
+    """Each worker's share of the physical cores (torch's default thread count), at least one."""
+    import torch
+
+    return max(1, torch.get_num_threads() // workers)
+
+
+class StepPool:
+    """`submit` runs a step in a worker process, or at once when there is one worker (the serial experiment)."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 1:
+            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start_worker, initargs=(worker_threads(workers),))
+
+    def submit(self, function: Callable[..., Any], kwargs: dict, target: Path, resume: bool) -> Future:
+        if self._pool is None:
+            done: Future = Future()
+            done.set_result(run_step(function, kwargs, target, resume))
+            return done
+        return self._pool.submit(run_step, function, kwargs, target, resume)
+
+    def close(self, cancel: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            self._pool = None
+
+    def __enter__(self) -> "StepPool":
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        self.close(cancel=kind is not None)
+
+
+def cpu_note(workers: int) -> str:
+    return f"{workers} steps side by side, {worker_threads(workers)} thread(s) each (of {os.cpu_count()} CPUs)"
