@@ -272,6 +272,9 @@ def test_compress_end_to_end_publishes_the_chosen_export_and_reuses_matching_ste
     assert len(dev_de["hits"]) == dev_de["n"] and sum(dev_de["hits"]) == dev_de["correct"]
     labels = [p.label for p in Predictor(out / "model", threads=1).predict(["Wo ist der Bahnhof?"])]
     assert len(labels) == 1
+    int8_export = next(Path(r["path"]) for r in frontier["rows"] if r["name"] == "2L-onnxruntime-int8")
+    # the int8 control reads dev's sampling error as the budget does
+    assert "paired standard errors" in json.loads((int8_export / "export.json").read_text())["int8_control"]["rule"]
 
     # The same settings again: every step is reused, nothing is trained or measured twice.
     again = run_compress(**_compress_settings(tiny_teacher_dir, data_dir, out, max_drop=100.0))

@@ -113,8 +113,10 @@ def test_static_lengths_serve_single_sentences_padded_with_the_dynamic_models_lo
 @pytest.mark.parametrize("settings, message", [
     ({"runtime": "onnxruntime", "openvino_static_lengths": [16]}, "add --runtime openvino"),
     ({"runtime": "openvino", "openvino_static_lengths": [0]}, "is not a length in tokens"),
+    ({"int8_confidence": 0.2}, "--int8-confidence 0.2 must be at least 0.5 and below 1"),
+    ({"int8_confidence": 1.0}, "--int8-confidence 1.0 must be at least 0.5 and below 1"),
 ])
-def test_bad_static_lengths_are_one_line(settings, message):
+def test_bad_export_settings_are_one_line(settings, message):
     from kdcompress.deploy.config import ExportConfig
 
     with pytest.raises(KDCompressError, match=message):
@@ -245,6 +247,38 @@ def test_gate_accepts_97_percent_agreement_or_one_point_accuracy():
     assert verdict["passed"] and verdict["min_agreement"] == 0.9
     assert verdict["per_language"]["en"]["accuracy_drop"] == 0.0
     assert not judge(GateData(gate.reference, None, None), moved)["passed"]  # without labels: agreement only
+
+
+def test_gate_with_confidence_fails_a_language_only_beyond_its_sampling_error():
+    """99 sentences, fp32 right on 80: int8 loses 3 of them and gains 1 (2 points down, 96% agreement). Read as
+    measured that fails; with 95% confidence the allowance is 1 point + 1.64 paired SEs (3.3 points): it passes.
+    Losing 8 (8 points, SE 2.8) fails either way."""
+    from kdcompress.deploy.int8_control import GateData, judge, paired_drop_se, shortfall
+
+    n = 99
+    reference = np.zeros((n, 3), dtype=np.float32)
+    reference[np.arange(n), 0] = 1.0
+    truth = np.zeros(n, dtype=int)
+    truth[80:] = 1  # fp32 (always class 0) is right on the first 80
+    candidate = reference.copy()
+    candidate[[0, 1, 2], :] = np.roll(candidate[[0, 1, 2], :], 1, axis=1)  # 3 right answers lost
+    candidate[80, :] = [0.0, 1.0, 0.0]  # 1 gained
+    labels = {"yo": truth}
+    strict = GateData({"yo": reference}, labels, np.arange(3))
+    sure = GateData({"yo": reference}, labels, np.arange(3), confidence=0.95)
+    row = judge(strict, {"yo": candidate})["per_language"]["yo"]
+    assert row["agreement"] == round(95 / 99, 4) and row["accuracy_drop"] == round(2 / 99, 4) and not row["ok"]
+    assert row["allowed_drop"] == 0.01 and shortfall(strict, {"yo": candidate})["yo"] > 0
+    change = np.r_[np.ones(3), -1.0, np.zeros(n - 4)]
+    assert paired_drop_se(np.ones(4, bool), np.ones(4, bool)) == 0.0
+    assert abs(paired_drop_se(change >= 0, change <= 0) - change.std(ddof=1) / np.sqrt(n)) < 1e-12
+    row = judge(sure, {"yo": candidate})["per_language"]["yo"]
+    assert row["ok"] and abs(row["allowed_drop"] - (0.01 + 1.6449 * change.std(ddof=1) / np.sqrt(n))) < 1e-3
+    assert shortfall(sure, {"yo": candidate}) == {"yo": 0.0}
+    worse = reference.copy()
+    worse[:8, :] = np.roll(worse[:8, :], 1, axis=1)
+    assert not judge(sure, {"yo": worse})["passed"]
+    assert "plus 1.64 paired standard errors" in sure.allowance() and "plus" not in strict.allowance()
 
 
 def test_ladder_tries_fallbacks_in_order_and_keeps_the_first_that_passes():

@@ -273,11 +273,15 @@ def _export_forms(plan: _Plan, steps: Steps, candidate: Candidate, student: Path
                   forms: list[Form]) -> dict[str, tuple[Form, str]]:
     """{model name: (form, export folder)} of the candidate's student in each of `forms` it can take."""
     from kdcompress import export_onnx
+    from kdcompress.runtime import registry
 
     made = {}
     for form in (f for f in forms if _exportable(candidate, f)):
         export_settings = {**plan.cfg.export, "model_dir": str(student), **form.export_settings(),
                            "task": plan.cfg.task, "langs": [plan.source, *plan.targets], "data_dir": plan.cfg.data_dir}
+        if form.int8 or registry.get_runtime(form.runtime).precisions:
+            # the int8/bf16 control reads dev's sampling error as the budget does
+            export_settings.setdefault("int8_confidence", plan.cfg.confidence)
         name = f"{candidate.name}-{form.suffix}"
         made[name] = (form, str(steps.run(f"export {name}", steps.folder("exports", name, export_settings),
                                           lambda target, _, s=export_settings: export_onnx(**s, out=str(target)),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 from kdcompress.errors import KDCompressError
@@ -53,6 +55,11 @@ class ExportConfig(Settings):
                                    "point; else fallbacks are tried in order (reduced range, fp32 embeddings, on "
                                    "OpenVINO int8 weights only, sensitive operators in fp32) and export.json says "
                                    "why. 0 turns it off.")
+    int8_confidence: float = setting(0.5, help="Int8 control: how sure it must be that a language lost accuracy "
+                                     "before failing it. 0.5 reads each drop as measured; above it, a language "
+                                     "over the 1-point slack fails only when over by more than z paired standard "
+                                     "errors (compress passes its --confidence). On 99 dev sentences one flipped "
+                                     "sentence is a whole point.")
     openvino_static_lengths: list[int] = setting(factory=list, help="OpenVINO: also compile the model at batch 1 "
                                                  "for each of these lengths (e.g. 16,32,48,64); a single sentence is "
                                                  "padded to the next one and never changes the graph's shape. Faster "
@@ -88,6 +95,9 @@ class ExportConfig(Settings):
         if self.accuracy_goal is not None and self.quantize == "none":
             # an accuracy goal only means something for int8: the runtime's first int8 mode
             self.quantize = next((m for m in row.quantize_modes if m != "none"), "none")
+        if not (math.isfinite(self.int8_confidence) and 0.5 <= self.int8_confidence < 1):
+            raise KDCompressError(f"--int8-confidence {self.int8_confidence} must be at least 0.5 and below 1, "
+                                  "e.g. 0.95 (0.5 reads each accuracy drop as measured)")
         if not 0 <= self.min_agreement <= 1:
             raise KDCompressError(f"--min-agreement {self.min_agreement} must be a share in [0, 1], e.g. 0.97")
         if self.calibration_data is not None and self.quantize != "static":

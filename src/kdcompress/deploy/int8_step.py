@@ -50,7 +50,7 @@ def gate_data(run: ExportRun, check: CheckSet | None,
         reference = fp32_logits(dev_set)
     labels = dev_set.labels if with_labels and dev_set.labels is not None else None
     gate = GateData(reference, labels, data.label_map if labels is not None else None,
-                    min_agreement=config.min_agreement, source=dev_set.source)
+                    min_agreement=config.min_agreement, source=dev_set.source, confidence=config.int8_confidence)
     return gate, dev_set
 
 
@@ -179,7 +179,7 @@ def _controlled(run: ExportRun, fp32_path: Path, spec: QuantizationSpec, calibra
         return (dataclasses.replace(chosen, quantize_embeddings=False) if fp32_embeddings else chosen), why
 
     ui.note(f"int8 control: every language >= {config.min_agreement:.0%} argmax agreement with fp32 on "
-            f"{gate.source}, else fallbacks")
+            f"{gate.source} or {gate.allowance()}, else fallbacks")
     (path, chosen), record = ladder.run(in_runtime_order(rungs, "onnxruntime"), on_attempt=lambda a: show_attempt(run, a))
     run.report["int8_control"] = record
     if not record["passed"]:

@@ -136,7 +136,7 @@ def _int8(run: ExportRun, model: Any, fp32_path: Path, gate: GateData | None, de
              "pass", lambda: _sensitive(run, model, fp32_path, calibration_feeds, gate, dev_set, ladder.attempts)),
     ]
     ui.note(f"int8 control: every language >= {config.min_agreement:.0%} argmax agreement with fp32 on "
-            f"{gate.source}, else fallbacks")
+            f"{gate.source} or {gate.allowance()}, else fallbacks")
     kept, record = ladder.run(in_runtime_order(rungs, "openvino"), on_attempt=lambda a: show_attempt(run, a))
     quantization["method"] = {"sensitive_ops_fp32": "nncf.quantize (ignored scope: the most sensitive operators)",
                               "int8_weights_only": "nncf.compress_weights (int8_sym: weights only)"

@@ -26,8 +26,10 @@ from kdcompress.training.projection import HiddenProjection, paired_hidden_state
 def cache_teacher_logits(teacher: PreTrainedModel, batcher: TextBatcher, batch_size: int) -> torch.Tensor:
     """Teacher logits for every training example, computed once: the teacher is frozen and the
     inputs do not change between epochs, so recomputing them each epoch would be wasted work."""
-    teacher.eval()
-    device = next(teacher.parameters()).device
+    # On the GPU where there is one: the teacher is still where it was loaded (the CPU) until the training loop
+    # moves it, and a pass over the whole transfer set on one CPU thread took minutes where the GPU takes seconds.
+    device = torch.device("cuda") if torch.cuda.is_available() else next(teacher.parameters()).device
+    teacher.to(device).eval()
     out = []
     with Progress(transient=True) as bar:
         task = bar.add_task("teacher logits", total=len(batcher))
