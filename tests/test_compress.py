@@ -58,7 +58,7 @@ def test_forms_add_openvino_static_lengths_up_to_the_models_length():
     assert static_lengths_for(40) == (16, 32, 40)
     forms = forms_for([get_runtime("onnxruntime"), get_runtime("openvino")], True, (16, 32))
     assert [f.suffix for f in forms] == ["onnxruntime", "onnxruntime-int8", "openvino", "openvino-static",
-                                         "openvino-int8"]
+                                         "openvino-int8", "openvino-int8-weights"]
     static = forms[3]
     assert not static.int8 and static.export_settings() == {"runtime": "openvino", "quantize": "none",
                                                             "openvino_static_lengths": [16, 32]}

@@ -149,6 +149,32 @@ def test_openvino_static_int8_records_the_control(tmp_path, tiny_classifier_dir,
 
 
 @NEEDS_OPENVINO
+def test_openvino_weights_only_int8_is_a_mode_of_its_own(tmp_path, tiny_classifier_dir, data_dir):
+    """--quantize weights: NNCF weight compression alone, no calibration, judged by the same control."""
+    import openvino as ov
+
+    from kdcompress import export_onnx
+    from kdcompress.runtime import Predictor
+
+    out = tmp_path / "ov8w"
+    report = export_onnx(model_dir=tiny_classifier_dir, out=out, runtime="openvino", quantize="weights",
+                         langs="en,de", data_dir=data_dir, check_samples=8, eval_samples=16, progress=False,
+                         int8_confidence=0.95).report
+    assert report["precision"] == "int8" and "weights only" in report["quantization"]["method"]
+    assert "calibration" not in report["quantization"]
+    control = report["int8_control"]
+    assert control["kept"] == "int8_weights_only" and set(control["per_language"]) == {"en", "de"}
+    assert "paired standard errors" in control["rule"]
+    types = {op.get_element_type().get_type_name() for op in ov.Core().read_model(str(out / "openvino_model.xml"))
+             .get_ordered_ops() if op.get_type_name() == "Constant"}
+    assert "i8" in types  # the weights are stored in int8
+    assert Predictor(out, threads=1).predict(TEXTS)[0].label
+    with pytest.raises(KDCompressError, match="--quantize weights is OpenVINO's int8"):
+        export_onnx(model_dir=tiny_classifier_dir, out=tmp_path / "ort", quantize="weights", progress=False)
+    assert not (tmp_path / "ort").exists()
+
+
+@NEEDS_OPENVINO
 def test_int8_weights_only_leaves_the_fp32_model_and_activations_alone(ov_fp32):
     import openvino as ov
 

@@ -25,7 +25,8 @@ class Form:
 
     @property
     def suffix(self) -> str:  # model names: <candidate>-<suffix>
-        return self.runtime + ("-int8" if self.int8 else "") + ("-static" if self.static_lengths else "")
+        return (self.runtime + ("-int8" if self.int8 else "") + ("-weights" if self.quantize == "weights" else "")
+                + ("-static" if self.static_lengths else ""))
 
     def export_settings(self) -> dict:
         settings = {"runtime": self.runtime, "quantize": self.quantize}
@@ -50,4 +51,7 @@ def forms_for(runtimes: list[Runtime], int8: bool, static_lengths: tuple[int, ..
         int8_mode = next((mode for mode in row.quantize_modes if mode != "none"), None)
         if int8 and int8_mode:
             forms.append(Form(row.name, int8_mode))
+        if int8 and "weights" in row.quantize_modes:
+            # beside full int8: weights only keeps the compiled model small (peak RSS) at bf16 speed
+            forms.append(Form(row.name, "weights"))
     return forms

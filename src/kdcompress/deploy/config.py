@@ -10,7 +10,7 @@ from kdcompress.errors import KDCompressError
 from kdcompress.runtime.registry import exported_runtimes, get_runtime
 from kdcompress.settings import Settings, setting
 
-QUANTIZE_MODES = ("none", "dynamic", "static")
+QUANTIZE_MODES = ("none", "dynamic", "static", "weights")
 DEFAULT_OPSET = 17  # first opset with a LayerNormalization op; ORT >= 1.14 and Optimum's fusions handle it
 
 
@@ -26,8 +26,9 @@ class ExportConfig(Settings):
     runtime: str = setting("onnxruntime", help="onnxruntime (model.onnx) | openvino (openvino_model.xml, from the "
                            "fp32 ONNX export; int8 by NNCF, --quantize static). OpenVINO needs "
                            "pip install 'kdcompress[openvino]'.")
-    quantize: str = setting("none", help="none | dynamic | static (int8); --accuracy-goal alone means dynamic "
-                            "(static with --runtime openvino).")
+    quantize: str = setting("none", help="none | dynamic | static (int8) | weights (OpenVINO: int8 weights only, "
+                            "compute at the inference precision; no calibration, and the compiled model stays "
+                            "small); --accuracy-goal alone means dynamic (static with --runtime openvino).")
     calibration_data: str | None = setting(None, help="For --quantize static: a text file (one example a line, "
                                            "TAB before a pair's second text) or TASK:LANG[:SPLIT], e.g. sib200:en. "
                                            "Default: --task's training split in the source language.")

@@ -75,6 +75,8 @@ def openvino_step(run: ExportRun, parity: Parity, fp32_path: Path, check: CheckS
         gate, dev_set = gate_data(run, check, lambda dev: ort_logits(fp32_path, dev))
     if config.quantize == "static":
         model = _int8(run, model, fp32_path, gate, dev_set)
+    elif config.quantize == "weights":
+        model = _int8_weights(run, model, gate, dev_set)
 
     precision, reason = _inference_precision(run, model, gate, dev_set)
     run.report["openvino"].update(inference_precision=precision, inference_precision_reason=reason)
@@ -150,6 +152,31 @@ def _int8(run: ExportRun, model: Any, fp32_path: Path, gate: GateData | None, de
                 f"{record['kept']} (worst {record['worst_language']} {record['min_agreement']:.1%}); "
                 "see int8_control in export.json")
     return kept
+
+
+def _int8_weights(run: ExportRun, model: Any, gate: GateData | None, dev_set: CheckSet | None) -> Any:
+    """--quantize weights: NNCF weight compression alone (the int8 ladder's int8_weights_only rung, asked for), judged
+    by the same gate. Its compiled model keeps the weights int8, where NNCF's int8 with int8 activations unpacked to
+    about 1 GB for a 6-layer student (benchmarks/README.md)."""
+    with run.ui.stage("quantize_int8_weights_only", "NNCF int8 weights only"):
+        compressed = ovx.compress_int8_weights(model)
+    run.report["quantization"] = {"tool": "nncf", "method": "nncf.compress_weights (int8_sym: weights only)",
+                                  "target_device": "CPU"}
+    if gate is None:
+        return compressed
+    verdict = judge(gate, ov_logits(compressed, dev_set))
+    run.report["int8_control"] = {
+        "rule": (f"every checked language keeps >= {gate.min_agreement:.0%} argmax agreement with fp32 on its dev "
+                 f"sentences, or {gate.allowance()}"),
+        "data": gate.source, "passed": verdict["passed"], "kept": "int8_weights_only",
+        "why_kept": "asked for (--quantize weights)", "failing": verdict["failing"],
+        "min_agreement": verdict["min_agreement"], "worst_language": verdict["worst_language"],
+        "per_language": verdict["per_language"]}
+    if not verdict["passed"]:
+        run.ui.warn(f"int8 weights only leave {', '.join(verdict['failing'][:5])} below the int8 control's bound "
+                    f"(worst {verdict['worst_language']} {verdict['min_agreement']:.1%}); see int8_control in "
+                    "export.json")
+    return compressed
 
 
 def _describe(kwargs: dict) -> dict:

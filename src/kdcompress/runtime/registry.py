@@ -125,7 +125,7 @@ register_runtime(Runtime(
     backend="kdcompress.runtime.backends:OpenVinoBackend",
     export_step="kdcompress.deploy.export:export_openvino_step",
     export_requires="kdcompress.deploy.openvino_step:require_libraries",
-    quantize_modes=("none", "static"), int8_tool="NNCF",
+    quantize_modes=("none", "static", "weights"), int8_tool="NNCF",
     int8_rungs=("default", "per_channel_reduced_range", "fp32_embeddings", "int8_weights_only", "sensitive_ops_fp32"),
     precisions=("f32", "bf16"), static_lengths=True,
     cannot_run="kdcompress.runtime.backends:openvino_cannot_run"))
