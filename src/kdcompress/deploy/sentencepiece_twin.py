@@ -143,7 +143,8 @@ def write_sentencepiece_twin(staging: Path, texts: Sequence[str], pairs: Sequenc
         written[0].write_bytes(model)
         written[1].write_bytes(normalizer)
         written[2].write_text(json.dumps(pipeline, ensure_ascii=False), encoding="utf-8")
-        checked = _compare(staging, [*texts, *EDGE_CASES], pairs, max_length)
+        scores = [float(score) for _, score in spec["model"]["vocab"]]
+        checked = _compare(staging, list(texts), pairs, max_length, scores)
     except Exception as exc:  # noqa: BLE001 - a twin that fails in any way is dropped; tokenizer.json serves
         for path in written:
             path.unlink(missing_ok=True)
@@ -151,7 +152,11 @@ def write_sentencepiece_twin(staging: Path, texts: Sequence[str], pairs: Sequenc
     return {"written": True, "files": [p.name for p in written], "texts_checked": checked}
 
 
-def _compare(staging: Path, texts: list[str], pairs: Sequence[str] | None, max_length: int) -> int:
+def _compare(staging: Path, texts: list[str], pairs: Sequence[str] | None, max_length: int,
+             scores: Sequence[float]) -> int:
+    """Every check text (and pair) must get the same ids. The edge cases may differ only by a tie: a segmentation
+    of the same pieces' total score (the two libraries break exact ties in the Viterbi search differently; "a" * 600
+    has many once a trimmed vocabulary lost the longer runs of "a")."""
     from tokenizers import Tokenizer
 
     from kdcompress.runtime.sentencepiece_tokenizer import SentencePieceTokenizer
@@ -160,11 +165,24 @@ def _compare(staging: Path, texts: list[str], pairs: Sequence[str] | None, max_l
     reference.no_padding()
     reference.enable_truncation(max_length, strategy="longest_first")
     twin.enable_truncation(max_length)
-    inputs: list = list(texts)
+    inputs: list = [*texts, *EDGE_CASES]
     if pairs:
         inputs += list(zip(texts, pairs))
+    ties = 0
     for item, want, got in zip(inputs, reference.encode_batch(inputs), twin.encode_batch(inputs)):
-        if want.ids != got.ids or want.type_ids != got.type_ids:
-            raise NoTwin(f"SentencePiece tokenizes {item!r:.80} differently ({len(got.ids)} ids against "
-                         f"{len(want.ids)}); tokenizer.json is used instead")
+        if want.ids == got.ids and want.type_ids == got.type_ids:
+            continue
+        if item in EDGE_CASES and _tie(want, got, scores):
+            ties += 1
+            continue
+        raise NoTwin(f"SentencePiece tokenizes {item!r:.80} differently ({len(got.ids)} ids against "
+                     f"{len(want.ids)}); tokenizer.json is used instead")
     return len(inputs)
+
+
+def _tie(want, got, scores: Sequence[float]) -> bool:
+    """The same number of pieces, the same type ids and the same total score: equally likely segmentations."""
+    if len(want.ids) != len(got.ids) or want.type_ids != got.type_ids:
+        return False
+    total = lambda ids: sum(scores[i] for i in ids)  # noqa: E731
+    return abs(total(want.ids) - total(got.ids)) <= 1e-6 * max(1.0, abs(total(want.ids)))
