@@ -101,25 +101,30 @@ def test_experiment_config_errors(tmp_path):
     assert result.exit_code == 2 and "unknown distill setting" in result.output
 
 
-def test_arms_and_one_general_student_for_every_seed(tmp_path, tiny_teacher_dir, data_dir):
-    config = tmp_path / "arms.toml"
-    out = tmp_path / "arms"
+def _two_seed_experiment(tmp_path, name: str, teacher, data_dir, strategies: list[str], rest: str):
+    """(config path, out) of a German-target experiment with seeds 1 and 2 and one-step tables."""
+    config, out = tmp_path / f"{name}.toml", tmp_path / name
     config.write_text(f"""
 [experiment]
 out = "{out}"
-teacher = "{tiny_teacher_dir}"
+teacher = "{teacher}"
 data_dir = "{data_dir}"
 target_langs = ["de"]
-strategies = ["pretrain"]
+strategies = {json.dumps(strategies)}
 seeds = [1, 2]
 quantize = "none"
-openvino = true
+{rest}
+{ONE_STEP_TABLES}""")
+    return config, out
+
+
+def test_arms_and_one_general_student_for_every_seed(tmp_path, tiny_teacher_dir, data_dir):
+    config, out = _two_seed_experiment(tmp_path, "arms", tiny_teacher_dir, data_dir, ["pretrain"], """openvino = true
 
 [experiment.arms.transfer-task]
 strategy = "finetune"
 kd_transfer = "source+corpus"
-
-{ONE_STEP_TABLES}""")
+""")
     result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
     assert result.exit_code == 0, result.output
     students = sorted(p.name for p in (out / "students").iterdir())
@@ -295,19 +300,8 @@ corpus = ["{tmp_path / 'no-such-corpus'}"]
 def test_steps_run_side_by_side_with_workers_and_are_reused_by_a_serial_rerun(tmp_path, tiny_teacher_dir, data_dir):
     """workers = 2: the teacher beside the general student, then the students in worker processes; the folders and
     records are the serial run's, so a rerun with one worker reuses every step."""
-    config = tmp_path / "workers.toml"
-    out = tmp_path / "workers"
-    config.write_text(f"""
-[experiment]
-out = "{out}"
-teacher = "{tiny_teacher_dir}"
-data_dir = "{data_dir}"
-target_langs = ["de"]
-strategies = ["finetune", "pretrain"]
-seeds = [1, 2]
-quantize = "none"
-workers = 2
-{ONE_STEP_TABLES}""")
+    config, out = _two_seed_experiment(tmp_path, "workers", tiny_teacher_dir, data_dir, ["finetune", "pretrain"],
+                                       "workers = 2")
     result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert "2 steps side by side" in result.output and "distill pretrain-s2: done in" in result.output
