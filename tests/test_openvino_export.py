@@ -115,6 +115,7 @@ def test_static_lengths_serve_single_sentences_padded_with_the_dynamic_models_lo
     ({"runtime": "openvino", "openvino_static_lengths": [0]}, "is not a length in tokens"),
     ({"int8_confidence": 0.2}, "--int8-confidence 0.2 must be at least 0.5 and below 1"),
     ({"int8_confidence": 1.0}, "--int8-confidence 1.0 must be at least 0.5 and below 1"),
+    ({"runtime": "openvino", "quantize": "weights", "accuracy_goal": 0.01}, "--quantize weights has none"),
 ])
 def test_bad_export_settings_are_one_line(settings, message):
     from kdcompress.deploy.config import ExportConfig

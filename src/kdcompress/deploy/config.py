@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 from kdcompress.errors import KDCompressError
@@ -96,6 +95,10 @@ class ExportConfig(Settings):
         if self.accuracy_goal is not None and self.quantize == "none":
             # an accuracy goal only means something for int8: the runtime's first int8 mode
             self.quantize = next((m for m in row.quantize_modes if m != "none"), "none")
+        if self.accuracy_goal is not None and self.quantize == "weights":
+            raise KDCompressError("--accuracy-goal searches int8 activations to fall back; --quantize weights has "
+                                  "none: drop --accuracy-goal (the int8 control still judges every language), or use "
+                                  "--quantize static")
         if not (math.isfinite(self.int8_confidence) and 0.5 <= self.int8_confidence < 1):
             raise KDCompressError(f"--int8-confidence {self.int8_confidence} must be at least 0.5 and below 1, "
                                   "e.g. 0.95 (0.5 reads each accuracy drop as measured)")
