@@ -33,8 +33,8 @@ stash)
   tar -C $STASH/data -xJf $STASH/data.tar.xz
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
   python3 -c "import torch, transformers, accelerate, tokenizers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'tokenizers', tokenizers.__version__)"
-  # the pipeline on a tiny teacher: worker processes on the GPU, reuse, the report
-  timeout 120 python3 -m pytest -q -x -p no:cacheprovider tests/test_experiment.py -k side_by_side 2>&1 | tail -5
+  # the study's own config on a tiny teacher: students side by side on the GPU, teacher logits there, bench on cuda
+  timeout 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu_study_config.py 2>&1 | tail -15
   ;;
 study)
   config=${2:-configs/xnli_converged_gpu.toml}
