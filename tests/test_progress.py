@@ -33,3 +33,18 @@ def test_a_terminal_gets_no_plain_lines():
         task = progress.add_task("corpus", total=1)
         progress.advance(task)
     assert "corpus: 1/1" not in log.getvalue()
+
+
+def test_a_run_of_short_tasks_still_says_a_line_each_interval(monkeypatch):
+    """Each task shorter than the interval, together longer: a line once the display has been quiet that long."""
+    clock = [1000.0]
+    monkeypatch.setattr("kdcompress.progress.time.monotonic", lambda: clock[0])
+    log = io.StringIO()
+    with Progress(console=Console(file=log), log_interval=60, transient=True) as progress:
+        for name in ("accuracy a", "accuracy b", "accuracy c", "accuracy d"):
+            task = progress.add_task(name, total=2)
+            for _ in range(2):
+                clock[0] += 20  # every task lasts 40 s
+                progress.advance(task)
+    said = [line.split(":")[0] for line in log.getvalue().splitlines() if line.startswith("accuracy")]
+    assert said == ["accuracy b", "accuracy c"]  # at 60 s and at 120 s: 60 s of quiet, then a line
