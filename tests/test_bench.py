@@ -325,7 +325,8 @@ def _cli(*args: str):
 
     from kdcompress.cli import app
 
-    return CliRunner().invoke(app, ["bench", *args])
+    # a wide console: at 80 columns (as under pytest-xdist) rich shortens the table's headers to "t…"
+    return CliRunner().invoke(app, ["bench", *args], env={"COLUMNS": "200"})
 
 
 def test_cli_prints_the_table(sib_models, data_dir, tmp_path):
@@ -334,7 +335,7 @@ def test_cli_prints_the_table(sib_models, data_dir, tmp_path):
                   "--batch-sizes", "2", "--seq-lens", "16", "--no-real-lengths", "--threads", "1", "--warmup", "0",
                   "--repeats", "2", "--rounds", "1", "--no-memory", "--baseline", "onnx")
     assert result.exit_code == 0, result.output
-    assert "target %" in result.output and "b2×L16" in result.output
+    assert "target %" in result.output and "b2×L16" in result.output, result.output
     assert json.loads((tmp_path / "r" / "bench.json").read_text())["settings"]["baseline"] == "onnx"
 
 
@@ -473,3 +474,61 @@ def test_bench_openvino_without_the_extra_is_one_line(sib_models, data_dir, tmp_
     assert "\n" not in str(info.value) and not (tmp_path / "r").exists()
     with pytest.raises(KDCompressError, match="--runtime 'tensorrt'"):
         BenchConfig.from_dict({"runtime": "tensorrt"})
+
+
+def test_the_accuracy_cache_reuses_only_what_matches(sib_models, data_dir, tmp_path):
+    """A second bench reads every language back; other model bytes, another runner or other examples are measured."""
+    import shutil
+
+    from kdcompress.bench.accuracy_cache import measure_into_cache
+
+    cache = tmp_path / "cache"
+    config = BenchConfig.from_dict(dict(FAST, batch_sizes=[1], real_lengths=False, memory=False, throughput=False))
+    common = dict(task="sib200", target_langs="de", data_dir=data_dir, limit=6, accuracy_cache=str(cache))
+    first = run_bench(config, models=dict(sib_models), out=tmp_path / "r1", **common).payload
+    assert not any(row.get("reused") for model in first["accuracy"].values() for row in model["per_language"].values())
+    assert first["settings"]["accuracy_cache"] == str(cache)
+
+    # the same bytes in another folder (a copied model) hit; a changed weight file misses
+    copied, changed = tmp_path / "copied", tmp_path / "changed"
+    shutil.copytree(sib_models["pt"], copied)
+    shutil.copytree(sib_models["pt"], changed)
+    with (changed / "model.safetensors").open("r+b") as weights:
+        weights.seek(-4, 2)
+        weights.write(b"\x00\x00\x80\x3f")  # the last float of the last tensor becomes 1.0
+    models = {"pt": str(sib_models["pt"]), "onnx": str(sib_models["onnx"]), "copied": str(copied),
+              "changed": str(changed)}
+    second = run_bench(config, models=models, out=tmp_path / "r2", **common).payload["accuracy"]
+    for name in ("pt", "onnx", "copied"):
+        assert all(row["reused"] for row in second[name]["per_language"].values())
+        assert {lang: row["correct"] for lang, row in second[name]["per_language"].items()} == \
+            {lang: row["correct"] for lang, row in first["accuracy"]["pt" if name == "copied" else name][
+                "per_language"].items()}
+    assert not any(row.get("reused") for row in second["changed"]["per_language"].values())
+
+    # other examples (another limit) miss; so does sentence_hits where the stored entry has none
+    third = run_bench(config, models={"pt": str(sib_models["pt"])}, out=tmp_path / "r3",
+                      **{**common, "limit": 7}).payload["accuracy"]["pt"]["per_language"]
+    assert not any(row.get("reused") for row in third.values()) and third["en"]["n"] == 7
+
+    # what an experiment's step pool runs after each student: the bench then only reads it back
+    fresh = tmp_path / "fresh-cache"
+    settings = dict(model=str(sib_models["pt"]), cache=str(fresh), task="sib200", split="test", langs=["en", "de"],
+                    limit=6, data_dir=str(data_dir), device="cpu", threads=1, max_length=None, sentence_hits=False,
+                    eval_batch_size=32)
+    seconds, measured = measure_into_cache(**settings)
+    assert seconds > 0 and measured == 2 and len(list(fresh.glob("*.json"))) == 2
+    assert measure_into_cache(**settings)[1] == 0  # all read back
+    read_back = run_bench(config, models={"pt": str(sib_models["pt"])}, out=tmp_path / "r4",
+                          **{**common, "accuracy_cache": str(fresh)}).payload["accuracy"]["pt"]["per_language"]
+    assert all(row["reused"] for row in read_back.values())
+    assert read_back["de"]["correct"] == first["accuracy"]["pt"]["per_language"]["de"]["correct"]
+
+    # a damaged entry is measured again, and rewritten
+    damaged = sorted(fresh.glob("*.json"))[0]
+    lang = json.loads(damaged.read_text())["lang"]
+    damaged.write_text("{not json")
+    again = run_bench(config, models={"pt": str(sib_models["pt"])}, out=tmp_path / "r5",
+                      **{**common, "accuracy_cache": str(fresh)}).payload["accuracy"]["pt"]["per_language"]
+    assert [code for code, row in again.items() if not row.get("reused")] == [lang]
+    assert json.loads(damaged.read_text())["result"]["n"] == 6

@@ -2,7 +2,7 @@
 
 On a CUDA machine (tools/device_xnli.sh runs this file there before the study) it exercises what only the GPU
 study uses: students trained side by side on the GPU, their teacher logits computed there, and the accuracy
-benchmark on `device = "cuda"`. Elsewhere the same tables run on the CPU, so that the config stays valid."""
+benchmark on `device = "cuda"`, each model's accuracy measured there as soon as it is trained. Elsewhere the same tables run on the CPU, so that the config stays valid."""
 
 import json
 import tomllib
@@ -54,7 +54,11 @@ def test_the_gpu_study_config_runs_on_a_tiny_teacher(tmp_path, tiny_teacher_dir,
     assert set(bench["accuracy"]) == {"teacher"} | {f"{arm}-s{seed}" for arm in arms for seed in (1, 2)}
     for row in bench["accuracy"].values():
         assert {lang: result["n"] for lang, result in row["per_language"].items()} == {"en": 40, "de": 40, "sw": 40}
+        # measured in the pool as soon as each model existed; the benchmark read it back
+        assert all(result["reused"] for result in row["per_language"].values())
     # the finetune and transfer students read their teacher logits from one cache: one file per transfer set
     assert len(list((out / "teacher-logits").glob("*.safetensors"))) == 2
     report = json.loads((out / "report" / "experiment.json").read_text())
     assert set(report["summary"]) == {f"{arm}/pytorch" for arm in arms | {"teacher"}}
+    assert {name for name in report["step_seconds"] if name.startswith("accuracy ")} == {
+        f"accuracy {name}" for name in bench["accuracy"]}

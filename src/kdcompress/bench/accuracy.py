@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
 from kdcompress.bench.runners import Runner
 from kdcompress.data.tasks import Example, Task
 from kdcompress.errors import KDCompressError
+
+if TYPE_CHECKING:
+    from kdcompress.bench.accuracy_cache import AccuracyCache
 
 EVAL_BATCH_SIZE = 32
 SAMPLE_SEED = 0
@@ -66,17 +69,28 @@ def accuracy(predicted: Sequence[int], gold: Sequence[int]) -> float:
 
 def evaluate(runner: Runner, mapping: np.ndarray, examples_by_lang: Mapping[str, Sequence[Example]], *,
              batch_size: int = EVAL_BATCH_SIZE, on_batch: Callable[[int], None] | None = None,
-             sentence_hits: bool = False) -> dict[str, dict]:
+             sentence_hits: bool = False, cache: "AccuracyCache | None" = None) -> dict[str, dict]:
     """{lang: {"accuracy", "correct", "n"}} for one model; with `sentence_hits`, also "hits": 1 where the
-    sentence (in the order given) was labelled right, else 0."""
+    sentence (in the order given) was labelled right, else 0. With a `cache` (bench.accuracy_cache), a language
+    measured before with the same model bytes and settings is read back (marked "reused": true), and each language
+    measured here is stored."""
     results = {}
     for lang, examples in examples_by_lang.items():
+        identity = cache.identity(runner, mapping, lang, examples) if cache is not None else None
+        stored = cache.get(identity, need_hits=sentence_hits) if cache is not None else None
+        if stored is not None:
+            results[lang] = {**stored, "reused": True}
+            if on_batch:
+                on_batch(len(examples))
+            continue
         predicted = predict(runner, examples, mapping, batch_size=batch_size, on_batch=on_batch)
         gold = np.array([ex.label for ex in examples])
         hits = predicted == gold
         results[lang] = {"accuracy": accuracy(predicted, gold), "correct": int(hits.sum()), "n": len(examples)}
         if sentence_hits:
             results[lang]["hits"] = hits.astype(int).tolist()
+        if cache is not None:
+            cache.put(identity, results[lang], model=runner.path)
     return results
 
 

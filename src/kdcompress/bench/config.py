@@ -57,6 +57,9 @@ class BenchConfig(Settings):
     sentence_hits: bool = setting(False, help="Also record, per language, whether each sentence (in file order) was "
                                   "labelled right: paired comparisons between models (compress judges per-language "
                                   "gaps against their sampling error with them).", cli=False)
+    accuracy_cache: str | None = setting(None, help="Folder of accuracy results to reuse and fill: a language a "
+                                         "model was measured on before, with the same model files, settings, examples "
+                                         "and library versions, is read back instead of run again.")
     overwrite: bool = setting(False, help="Replace an existing --out folder.")
     quiet: bool = setting(False, help="No progress or closing table.", cli=False)
     command: str | None = setting(None, help="The command line quoted in the report.", cli=False)

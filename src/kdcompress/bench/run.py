@@ -20,6 +20,7 @@ import numpy as np
 
 from kdcompress.bench import accuracy as acc
 from kdcompress.bench import memory as memory_probe
+from kdcompress.bench.accuracy_cache import AccuracyCache
 from kdcompress.bench.config import BenchConfig
 from kdcompress.bench.model_specs import expand_runtimes
 from kdcompress.bench.latency import REAL, Cell, make_cells, make_workload, measure_cell, text_batches
@@ -222,10 +223,11 @@ def _probe_memory(runners: Mapping[str, Runner], model_info: dict[str, dict], pr
 def _measure_accuracy(runners: Mapping[str, Runner], mappings: Mapping[str, np.ndarray],
                       examples: Mapping[str, list[Example]], progress, plan: BenchConfig) -> dict[str, dict]:
     accuracy = {}
+    cache = AccuracyCache(plan.accuracy_cache) if plan.accuracy_cache else None
     for name, runner in ((name, runners[name]) for name in plan.accuracy_models):
         job = progress.add_task(f"accuracy {name}", total=sum(len(e) for e in examples.values()))
         per_lang = acc.evaluate(runner, mappings[name], examples, on_batch=lambda n, job=job: progress.advance(job, n),
-                                batch_size=plan.eval_batch_size, sentence_hits=plan.sentence_hits)
+                                batch_size=plan.eval_batch_size, sentence_hits=plan.sentence_hits, cache=cache)
         accuracy[name] = acc.summarize_languages(per_lang, plan.source_lang, plan.target_langs)
     for name, delta in acc.deltas_to_baseline(accuracy, plan.baseline).items():
         accuracy[name]["delta_vs_baseline"] = delta
@@ -307,7 +309,7 @@ def _settings_record(plan: BenchConfig, task: Task, threads_source: str) -> dict
         "batch_sizes": plan.batch_sizes, "seq_lens": plan.seq_lens, "real_lengths": plan.real_lengths,
         "warmup": plan.warmup, "repeats": plan.repeats, "rounds": plan.rounds,
         "max_seconds_per_cell": plan.max_seconds_per_cell, "max_length": plan.max_length,
-        "eval_batch_size": plan.eval_batch_size, "measure_memory": plan.memory,
+        "eval_batch_size": plan.eval_batch_size, "accuracy_cache": plan.accuracy_cache, "measure_memory": plan.memory,
         "memory_probe_batch": list(_probe_batch(plan)), "latency_models": plan.latency_models,
         "accuracy_models": plan.accuracy_models,
         "headline": headline_cell(plan.batch_sizes, plan.seq_lens, plan.real_lengths),

@@ -57,6 +57,14 @@ class StepPool:
             return done
         return self._pool.submit(run_step, function, kwargs, target, resume)
 
+    def call(self, function: Callable[..., Any], kwargs: dict) -> Future:
+        """Any module-level `function(**kwargs)` in a worker process (at once with one worker)."""
+        if self._pool is None:
+            done: Future = Future()
+            done.set_result(function(**kwargs))
+            return done
+        return self._pool.submit(function, **kwargs)
+
     def close(self, cancel: bool = False) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=cancel)
