@@ -74,10 +74,12 @@ def test_a_trim_corpus_adds_its_tokens_to_the_trimmed_vocabulary(tmp_path, tiny_
     assert len(AutoTokenizer.from_pretrained(tmp_path / "sample")) < len(kept)
 
 
-def test_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_teacher_dir, data_dir, monkeypatch):
+@pytest.mark.parametrize("freeze_embeddings", [False, True])
+def test_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_teacher_dir, data_dir, monkeypatch,
+                                                          freeze_embeddings):
     settings = dict(teacher=str(tiny_teacher_dir), task="sib200", data_dir=str(data_dir), target_langs=["de"],
                     strategy="pretrain", student_layers=2, max_steps=4, save_every=2, batch_size=4, max_length=32,
-                    corpus_max_sentences=64, seed=7)
+                    corpus_max_sentences=64, seed=7, freeze_embeddings=freeze_embeddings)
     uninterrupted = distill(out=str(tmp_path / "a"), **settings).out
 
     real_save = loop._Checkpoint.save
@@ -91,6 +93,8 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_teacher
     with pytest.raises(KeyboardInterrupt):
         distill(out=str(tmp_path / "b"), **settings)
     assert not (tmp_path / "b").exists() and (tmp_path / "b.partial").is_dir()
+    saved = [load_file(path) for path in (tmp_path / "b.partial").rglob("latest/*.safetensors")]
+    assert saved and all(("bert.embeddings.word_embeddings.weight" in state) != freeze_embeddings for state in saved)
     monkeypatch.setattr(loop._Checkpoint, "save", real_save)
     resumed = distill(out=str(tmp_path / "b"), resume=True, **settings).out
 

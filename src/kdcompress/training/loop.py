@@ -96,7 +96,12 @@ class _Checkpoint:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for name, module in modules.items():
-            state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            # Frozen parameters (a student's word embeddings: 96M of a 6-layer e5-small's 107M) never change, and a
+            # resumed run rebuilds them as the first run did: saving them made each checkpoint 4x larger, and
+            # checkpoints every 50 steps took a quarter of a GPU run's time.
+            frozen = {key for key, parameter in module.named_parameters(remove_duplicate=False)
+                      if not parameter.requires_grad}
+            state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items() if k not in frozen}
             save_file(_untie(state), str(tmp / f"{name}.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
         (tmp / "progress.json").write_text(json.dumps(progress))
