@@ -52,7 +52,7 @@ class Progress(rich_progress.Progress):
         now = time.monotonic()
         # Only at the interval: rich itself prints the final state of a lasting display when it stops, and a
         # command that fails after a short task must still say one line, its error. The interval runs per task and
-        # for the display as a whole: a benchmark of 13 models, each under a minute, sat silent for over 3 minutes (and would have for 13).
+        # for the display as a whole: a benchmark of 13 models, a short task each, left a log silent for 3 minutes.
         if (now - self._logged_at.get(task_id, now) < self._log_interval
                 and now - self._line_at < self._log_interval):
             return

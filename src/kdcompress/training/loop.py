@@ -97,8 +97,8 @@ class _Checkpoint:
         tmp.mkdir(parents=True)
         for name, module in modules.items():
             # Frozen parameters (a student's word embeddings: 96M of a 6-layer e5-small's 107M) never change, and a
-            # resumed run rebuilds them as the first run did: saving them made each checkpoint 4x larger, and
-            # checkpoints every 50 steps took a quarter of a GPU run's time.
+            # resumed run rebuilds them as the first run did. With them a 12-layer checkpoint took 1.3 s on a CPU
+            # (0.2 s without), where a GPU runs the 50 steps between checkpoints in about 5 s.
             frozen = {key for key, parameter in module.named_parameters(remove_duplicate=False)
                       if not parameter.requires_grad}
             state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items() if k not in frozen}
