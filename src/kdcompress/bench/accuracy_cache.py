@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kdcompress.data.tasks import Example
+from kdcompress.data.tasks import Example, fingerprint
 
 _LIBRARIES = ("torch", "transformers", "tokenizers", "onnxruntime", "openvino", "numpy")
 
@@ -49,29 +49,25 @@ def folder_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def examples_digest(examples: Sequence[Example]) -> str:
-    digest = hashlib.sha256()
-    for example in examples:
-        digest.update(json.dumps([example.text, example.text_pair, example.label]).encode())
-    return digest.hexdigest()
-
-
 class AccuracyCache:
     """{key}.json files in one folder: a language's {"accuracy", "correct", "n"[, "hits"]}."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder).expanduser()
         self._digests: dict[Path, str] = {}
+        self._fingerprints: dict[int, tuple[Sequence[Example], str]] = {}  # by id, the list kept alive beside it
 
     def identity(self, runner, mapping: np.ndarray, lang: str, examples: Sequence[Example]) -> dict:
         """Everything the numbers depend on; its hash is the entry's key."""
         path = Path(runner.path).resolve()
         if path not in self._digests:  # hashing a 12-layer model takes about a second: once per model
             self._digests[path] = folder_digest(path)
+        if id(examples) not in self._fingerprints:  # every model reads the same examples: hashed once a language
+            self._fingerprints[id(examples)] = (examples, fingerprint(list(examples)))
         return {"model": self._digests[path], "runner": type(runner).__name__, "format": runner.format,
                 "runtime": getattr(runner, "runtime", None), "device": runner.device,
                 "max_length": runner.max_length, "mapping": np.asarray(mapping).tolist(), "lang": lang,
-                "examples": examples_digest(examples), "versions": _versions()}
+                "examples": self._fingerprints[id(examples)][1], "versions": _versions()}
 
     @staticmethod
     def key(identity: dict) -> str:

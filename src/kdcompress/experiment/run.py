@@ -7,16 +7,15 @@ import contextlib
 import hashlib
 import json
 import time
-from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
 
-from kdcompress.bench.accuracy_cache import measure_into_cache
 from kdcompress.data.tasks import get_task, normalise_lang, resolve_languages
 from kdcompress.experiment.config import IMPORTABLE_TEACHERS, ExperimentConfig
 from kdcompress.experiment.step_pool import StepPool, cpu_note
+from kdcompress.experiment.steps import EarlyAccuracy, Pending, Steps, completion_order
 from kdcompress.experiment.step_settings import (TEACHER_SETTINGS, legacy_settings, student_settings,
                                                  subset_settings, teacher_settings)
 from kdcompress.experiment.report import ExperimentOutcome, print_summary, write_experiment_report
@@ -26,103 +25,10 @@ from kdcompress.errors import KDCompressError
 from kdcompress.io import check_writable_output, read_json
 from kdcompress.locks import output_lock
 from kdcompress.runtime.registry import get_runtime
-from kdcompress.reuse import describe_changes, place_step, record_settings
 from kdcompress.training.config import DistillConfig
 from kdcompress.training.strategies import get_strategy
 
 console = Console(stderr=True)
-
-
-class _Steps:
-    """Runs each named step once per set of settings (kdcompress.reuse): a folder made with the same settings is
-    reused; one made with other settings stays, and the step runs again into a folder named by the settings' hash.
-    `submit` hands a step to the pool (experiment.step_pool) and returns at once."""
-
-    def __init__(self, out: Path, pool: StepPool | None = None):
-        self.out = out
-        self.pool = pool or StepPool(1)
-        self.timings: dict[str, float] = {}
-
-    def _place(self, name: str, target: Path, settings: dict, legacy):
-        place = place_step(target, settings, legacy)
-        if place.reuse:
-            console.print(f"[dim]{name}: {place.folder} exists, made with these settings: reused[/]")
-        elif place.moved:
-            console.print(f"[yellow]{name}: {target} was made with other settings ({describe_changes(place.changed)})"
-                          f"; running it again into {place.folder}[/]")
-        return place
-
-    def __call__(self, name: str, target: Path, make, settings: dict, legacy=None) -> Path:
-        place = self._place(name, target, settings, legacy)
-        if place.reuse:
-            return place.folder
-        console.rule(f"[bold]{name}")
-        started = time.perf_counter()
-        partial = place.folder.with_name(place.folder.name + ".partial")
-        make(place.folder, partial.exists())  # a .partial folder is an interrupted distill: resume it
-        record_settings(place.folder, settings)
-        self.timings[name] = round(time.perf_counter() - started, 1)
-        return place.folder
-
-    def submit(self, name: str, target: Path, function, kwargs: dict, settings: dict, legacy=None) -> "_Pending":
-        """`function(**kwargs, out=folder, resume=...)` in the pool; `.result()` waits and records it."""
-        place = self._place(name, target, settings, legacy)
-        if place.reuse:
-            return _Pending(self, name, place.folder, settings, None)
-        console.rule(f"[bold]{name}")
-        resume = place.folder.with_name(place.folder.name + ".partial").exists()
-        return _Pending(self, name, place.folder, settings, self.pool.submit(function, kwargs, place.folder, resume))
-
-
-class _Pending:
-    """A submitted step: its folder is known at once, its settings are recorded once it has finished."""
-
-    def __init__(self, steps: _Steps, name: str, folder: Path, settings: dict, future):
-        self.steps, self.name, self.folder, self.settings, self.future = steps, name, folder, settings, future
-
-    def result(self) -> Path:
-        if self.future is not None:
-            seconds = self.future.result()
-            record_settings(self.folder, self.settings)
-            self.steps.timings[self.name] = round(seconds, 1)
-            if self.steps.pool.workers > 1:
-                console.print(f"[green]{self.name}: done in {seconds:.0f} s[/]")
-            self.future = None
-        return self.folder
-
-
-def _completion_order(pending: dict) -> Iterator:
-    """The keys of `pending` steps: those reused first, then the others as they finish."""
-    running = {step.future: key for key, step in pending.items() if step.future is not None}
-    yield from (key for key, step in pending.items() if step.future is None)
-    yield from (running[future] for future in as_completed(running))
-
-
-class _EarlyAccuracy:
-    """Each model trained in this run is measured in the pool as soon as it exists, beside the students still
-    training, into the benchmark's accuracy cache (bench.accuracy_cache), which the benchmark step then reads back.
-    On the lent GPU the 12 students trained in 6.5 minutes and a benchmark of all 13 models after them outran the
-    call. Reused models are not measured early: the benchmark reads them from the cache or measures them itself."""
-
-    def __init__(self, pool: StepPool, *, cache: str, **settings):
-        self.pool, self.cache, self.settings = pool, cache, settings
-        self.running: dict[str, object] = {}
-
-    def after(self, step: _Pending, name: str) -> Path:
-        ran_now = step.future is not None
-        folder = step.result()
-        if ran_now and name not in self.running:
-            self.running[name] = self.pool.call(measure_into_cache,
-                                                {"model": str(folder), "cache": self.cache, **self.settings})
-        return folder
-
-    def collect(self, timings: dict[str, float]) -> None:
-        for name, future in self.running.items():
-            seconds, measured = future.result()
-            if measured:
-                timings[f"accuracy {name}"] = round(seconds, 1)
-                if self.pool.workers > 1:
-                    console.print(f"[green]accuracy {name}: measured in {seconds:.0f} s[/]")
 
 
 # The settings that shape a general student: arms that agree on these share one.
@@ -213,9 +119,9 @@ class _GeneralStudents:
     """The general student an arm starts from: distilled once per set of pretraining settings, into
     students/general-<key>, where a run on another machine may have put it already."""
 
-    def __init__(self, cfg: ExperimentConfig, out: Path, steps: _Steps, teacher: str, common: dict):
+    def __init__(self, cfg: ExperimentConfig, out: Path, steps: Steps, teacher: str, common: dict):
         self.cfg, self.out, self.steps, self.teacher, self.common = cfg, out, steps, teacher, common
-        self.made: dict[str, _Pending] = {}
+        self.made: dict[str, Pending] = {}
         self.of_arm: dict[str, str] = {}
 
     def step_dirs(self) -> dict[str, list[str]]:
@@ -230,7 +136,7 @@ class _GeneralStudents:
         return {arm: read_json(Path(path) / "distill.json", what="general student record")["corpus"]["sentences"]
                 for arm, path in self.of_arm.items()}
 
-    def submit(self, arm: str, settings: dict) -> _Pending | None:
+    def submit(self, arm: str, settings: dict) -> Pending | None:
         """The arm's general student, submitted to the pool once per key; None when the arm starts from none."""
         from kdcompress import distill
 
@@ -248,7 +154,7 @@ class _GeneralStudents:
         return self.made[key]
 
 
-def _general_students_only(cfg: ExperimentConfig, out: Path, steps: _Steps, teacher: str, common: dict) -> Path:
+def _general_students_only(cfg: ExperimentConfig, out: Path, steps: Steps, teacher: str, common: dict) -> Path:
     general_student = _GeneralStudents(cfg, out, steps, teacher, common)
     pending = [general_student.submit(arm, {**settings, "strategy": strategy})
                for arm, strategy, settings in cfg.arm_list()]
@@ -289,7 +195,7 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
          teacher_is_finetuned: bool, pool: StepPool) -> Path:
     from kdcompress import distill, export_onnx, finetune_teacher, import_teacher, run_bench
 
-    steps = _Steps(out, pool)
+    steps = Steps(out, pool)
     started = time.perf_counter()
     if pool.workers > 1:
         console.print(f"[dim]{cpu_note(pool.workers)}[/]")
@@ -316,7 +222,7 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
     generals = {arm: general_student.submit(arm, {**settings, "strategy": strategy})
                 for arm, strategy, settings in cfg.arm_list()}
     bench_settings = cfg.step_settings("bench")
-    early = _EarlyAccuracy(pool, cache=bench_settings.accuracy_cache or str(out / "accuracy-cache"),
+    early = EarlyAccuracy(pool, cache=bench_settings.accuracy_cache or str(out / "accuracy-cache"),
                            task=cfg.task, split=bench_settings.split, langs=[source, *targets],
                            limit=bench_settings.limit, data_dir=cfg.data_dir, device=bench_settings.device,
                            threads=None, max_length=bench_settings.max_length,
@@ -328,7 +234,7 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
     latency_models = ["teacher"]
     step_dirs: dict[str, list[str]] = {} if teacher_is_finetuned else {"teacher fine-tuning": [finetuned]}
 
-    def submit_student(seed: int, arm: str, strategy: str, arm_settings: dict) -> _Pending:
+    def submit_student(seed: int, arm: str, strategy: str, arm_settings: dict) -> Pending:
         settings = {**arm_settings, "strategy": strategy}
         general = generals[arm] and str(generals[arm].result())
         return steps.submit(f"distill {arm}-s{seed}", out / "students" / f"{arm}-s{seed}", distill,
@@ -342,7 +248,7 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
     students = [(seed, arm, strategy, settings) for seed in cfg.seeds for arm, strategy, settings in cfg.arm_list()]
     submitted = {(seed, arm): submit_student(seed, arm, strategy, settings)
                  for seed, arm, strategy, settings in sorted(students, key=lambda job: generals[job[1]] is not None)}
-    for seed, arm in _completion_order(submitted):
+    for seed, arm in completion_order(submitted):
         early.after(submitted[seed, arm], f"{arm}-s{seed}")
     for seed, arm, _, _ in students:
         name = f"{arm}-s{seed}"

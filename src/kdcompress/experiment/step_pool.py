@@ -51,11 +51,8 @@ class StepPool:
                                              initializer=_start_worker, initargs=(worker_threads(workers),))
 
     def submit(self, function: Callable[..., Any], kwargs: dict, target: Path, resume: bool) -> Future:
-        if self._pool is None:
-            done: Future = Future()
-            done.set_result(run_step(function, kwargs, target, resume))
-            return done
-        return self._pool.submit(run_step, function, kwargs, target, resume)
+        """A step (`run_step`): its future gives the seconds it took."""
+        return self.call(run_step, {"function": function, "kwargs": kwargs, "target": target, "resume": resume})
 
     def call(self, function: Callable[..., Any], kwargs: dict) -> Future:
         """Any module-level `function(**kwargs)` in a worker process (at once with one worker)."""

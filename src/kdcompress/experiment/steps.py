@@ -1,0 +1,109 @@
+"""How an experiment runs its steps: each once per set of settings (kdcompress.reuse), in the step pool
+(experiment.step_pool), and each model trained in the run measured for accuracy as soon as it exists."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import as_completed
+from pathlib import Path
+from typing import Iterator
+
+from rich.console import Console
+
+from kdcompress.bench.accuracy_cache import measure_into_cache
+from kdcompress.experiment.step_pool import StepPool
+from kdcompress.reuse import describe_changes, place_step, record_settings
+
+console = Console(stderr=True)
+
+
+class Steps:
+    """Runs each named step once per set of settings (kdcompress.reuse): a folder made with the same settings is
+    reused; one made with other settings stays, and the step runs again into a folder named by the settings' hash.
+    `submit` hands a step to the pool (experiment.step_pool) and returns at once."""
+
+    def __init__(self, out: Path, pool: StepPool | None = None):
+        self.out = out
+        self.pool = pool or StepPool(1)
+        self.timings: dict[str, float] = {}
+
+    def _place(self, name: str, target: Path, settings: dict, legacy):
+        place = place_step(target, settings, legacy)
+        if place.reuse:
+            console.print(f"[dim]{name}: {place.folder} exists, made with these settings: reused[/]")
+        elif place.moved:
+            console.print(f"[yellow]{name}: {target} was made with other settings ({describe_changes(place.changed)})"
+                          f"; running it again into {place.folder}[/]")
+        return place
+
+    def __call__(self, name: str, target: Path, make, settings: dict, legacy=None) -> Path:
+        place = self._place(name, target, settings, legacy)
+        if place.reuse:
+            return place.folder
+        console.rule(f"[bold]{name}")
+        started = time.perf_counter()
+        partial = place.folder.with_name(place.folder.name + ".partial")
+        make(place.folder, partial.exists())  # a .partial folder is an interrupted distill: resume it
+        record_settings(place.folder, settings)
+        self.timings[name] = round(time.perf_counter() - started, 1)
+        return place.folder
+
+    def submit(self, name: str, target: Path, function, kwargs: dict, settings: dict, legacy=None) -> "Pending":
+        """`function(**kwargs, out=folder, resume=...)` in the pool; `.result()` waits and records it."""
+        place = self._place(name, target, settings, legacy)
+        if place.reuse:
+            return Pending(self, name, place.folder, settings, None)
+        console.rule(f"[bold]{name}")
+        resume = place.folder.with_name(place.folder.name + ".partial").exists()
+        return Pending(self, name, place.folder, settings, self.pool.submit(function, kwargs, place.folder, resume))
+
+
+class Pending:
+    """A submitted step: its folder is known at once, its settings are recorded once it has finished."""
+
+    def __init__(self, steps: Steps, name: str, folder: Path, settings: dict, future):
+        self.steps, self.name, self.folder, self.settings, self.future = steps, name, folder, settings, future
+
+    def result(self) -> Path:
+        if self.future is not None:
+            seconds = self.future.result()
+            record_settings(self.folder, self.settings)
+            self.steps.timings[self.name] = round(seconds, 1)
+            if self.steps.pool.workers > 1:
+                console.print(f"[green]{self.name}: done in {seconds:.0f} s[/]")
+            self.future = None
+        return self.folder
+
+
+def completion_order(pending: dict) -> Iterator:
+    """The keys of `pending` steps: those reused first, then the others as they finish."""
+    running = {step.future: key for key, step in pending.items() if step.future is not None}
+    yield from (key for key, step in pending.items() if step.future is None)
+    yield from (running[future] for future in as_completed(running))
+
+
+class EarlyAccuracy:
+    """Each model trained in this run is measured in the pool as soon as it exists, beside the students still
+    training, into the benchmark's accuracy cache (bench.accuracy_cache), which the benchmark step then reads back.
+    On the lent GPU the 12 students trained in 6.5 minutes and a benchmark of all 13 models after them outran the
+    call. Reused models are not measured early: the benchmark reads them from the cache or measures them itself."""
+
+    def __init__(self, pool: StepPool, *, cache: str, **settings):
+        self.pool, self.cache, self.settings = pool, cache, settings
+        self.running: dict[str, object] = {}
+
+    def after(self, step: Pending, name: str) -> Path:
+        ran_now = step.future is not None
+        folder = step.result()
+        if ran_now and name not in self.running:
+            self.running[name] = self.pool.call(measure_into_cache,
+                                                {"model": str(folder), "cache": self.cache, **self.settings})
+        return folder
+
+    def collect(self, timings: dict[str, float]) -> None:
+        for name, future in self.running.items():
+            seconds, measured = future.result()
+            if measured:
+                timings[f"accuracy {name}"] = round(seconds, 1)
+                if self.pool.workers > 1:
+                    console.print(f"[green]accuracy {name}: measured in {seconds:.0f} s[/]")
