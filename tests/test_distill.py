@@ -84,8 +84,11 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_teacher
 
     real_save = loop._Checkpoint.save
 
+    saved_progress = []
+
     def save_then_die(self, modules, optimizer, scheduler, progress):
         real_save(self, modules, optimizer, scheduler, progress)
+        saved_progress.append(progress)
         if progress["step"] == 2 and "pretrain_kd" in str(self.directory):
             raise KeyboardInterrupt  # the process is killed right after a checkpoint
 
@@ -105,6 +108,15 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_teacher
     losses_a = [h["loss"] for s in json.loads((uninterrupted / "distill.json").read_text())["stages"] for h in s["history"]]
     losses_b = [h["loss"] for s in json.loads((resumed / "distill.json").read_text())["stages"] for h in s["history"]]
     assert losses_a == pytest.approx(losses_b, abs=1e-5)
+    # the training time of the killed invocation, as its checkpoint kept it, is counted in the resumed run's record
+    assert saved_progress[-1]["total_steps"] == 4 and saved_progress[-1]["seconds"] > 0
+    record_a = json.loads((uninterrupted / "distill.json").read_text())
+    record_b = json.loads((resumed / "distill.json").read_text())
+    assert record_a["earlier_invocations_seconds"] == 0
+    assert record_b["earlier_invocations_seconds"] == pytest.approx(saved_progress[-1]["seconds"], abs=0.01)
+    pretrain_stage = record_b["stages"][0]
+    assert pretrain_stage["name"] == "pretrain_kd" and pretrain_stage["earlier_seconds"] > 0
+    assert "earlier_seconds" not in record_b["stages"][1]  # the student stage ran in one go
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_teacher_dir, data_dir, monkeypatch):

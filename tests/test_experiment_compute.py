@@ -16,17 +16,24 @@ def _record(folder, **record):
 def test_step_costs_read_every_seed_and_the_machine(tmp_path):
     arm = [_record(tmp_path / "a-s1", wall_seconds=60, device="CPU, 2 physical cores"),
            _record(tmp_path / "a-s2", wall_seconds=180, device="CPU, 2 physical cores", config={"resume": True})]
+    # resumed twice: the time earlier invocations kept is added; one record predates it, one checkpoint did
+    resumed = [_record(tmp_path / "b-s1", wall_seconds=60, earlier_invocations_seconds=120, config={"resume": True}),
+               _record(tmp_path / "b-s2", wall_seconds=60, earlier_invocations_seconds=None, config={"resume": True}),
+               _record(tmp_path / "b-s3", wall_seconds=60, earlier_invocations_seconds=0)]
     carried = _record(tmp_path / "general", wall_seconds=120, device="cpu?", made_on={"device": "NVIDIA H100"})
     old = _record(tmp_path / "old", wall_seconds=30, versions={"torch": "2.13.0+cpu"})
-    rows = {r["step"]: r for r in step_costs({"a": arm, "general": [carried], "old": [old],
+    rows = {r["step"]: r for r in step_costs({"a": arm, "b": resumed, "general": [carried], "old": [old],
                                               "imported teacher": [str(tmp_path / "none")]})}
-    assert set(rows) == {"a", "general", "old"}  # a folder without a record is no step of ours
+    assert set(rows) == {"a", "b", "general", "old"}  # a folder without a record is no step of ours
+    assert (rows["b"]["min"], rows["b"]["max"], rows["b"]["last_invocation_only"]) == (1.0, 3.0, 1)
+    assert rows["a"]["last_invocation_only"] == 1  # a resumed record from before the earlier time was kept
     assert rows["a"]["minutes"] == pytest.approx(2.0) and (rows["a"]["min"], rows["a"]["max"]) == (1.0, 3.0)
     assert rows["a"]["resumed"] == 1 and rows["a"]["runs"] == 2
     assert rows["general"]["machine"] == "NVIDIA H100"  # where it was made, not where it was unpacked
     assert rows["old"]["machine"] == "CPU"  # a CPU-only torch build trains on the CPU
     table = "\n".join(render_costs(list(rows.values()), 2))
-    assert "| a | 2 | 2.0 (1.0-3.0) | CPU, 2 physical cores | 1 |" in table and "2 CPU cores" in table
+    assert "| a | 2 | 2.0 (1.0-3.0) | CPU, 2 physical cores | 1 (1 last invocation only) |" in table
+    assert "| b | 3 | 1.7 (1.0-3.0) | unrecorded | 2 (1 last invocation only) |" in table and "2 CPU cores" in table
 
 
 def test_training_losses_read_the_first_seed_and_mark_the_uniform_guess(tmp_path):

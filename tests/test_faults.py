@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from kdcompress.cli import app
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
        "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
@@ -236,9 +240,24 @@ def test_kill_9_during_experiment_then_rerun_gives_the_same_report(tmp_path, tin
     proc.kill9()
     assert (out / "teachers" / "finetuned").is_dir() and not (out / "students" / "none-s1").exists()
     assert not (out / "report").exists()
+    # `experiment-status` reads where the killed run stands, and writes nothing
+    before = sorted((p, p.stat().st_mtime_ns) for p in [out, *out.rglob("*")])
+    status = CliRunner().invoke(app, ["experiment-status", "--config", str(configs["killed"])],
+                                env={"COLUMNS": "250"})
+    assert status.exit_code == 0, status.output
+    assert sorted((p, p.stat().st_mtime_ns) for p in [out, *out.rglob("*")]) == before
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:5]]
+            for line in status.output.splitlines() if line.startswith("│")}
+    assert rows["fine-tune the teacher"] == ["done", "", "2/2"]  # measured right after it was trained
+    state, progress, accuracy = rows["distill none-s1"]
+    assert (state, accuracy) == ("partly done", "0/2")
+    assert re.fullmatch(r"student: step \d+/8", progress) and int(progress.split()[-1].split("/")[0]) >= 2
+    assert rows["benchmark"][0] == "to run"
     log = Proc(tmp_path / "killed-1.log", "experiment", "--config", configs["killed"]).finish()
     assert "reused" in log and "resumed at step" in log and "took over the lock" in log
     reference.finish()
+    status = CliRunner().invoke(app, ["experiment-status", "--config", str(configs["killed"])])
+    assert "3 done: every step is done" in status.output, status.output
 
     ref, got = tmp_path / "reference", out
     assert sorted(p.name for p in (got / "students").iterdir()) == ["none-s1"]  # no .partial, no lock left

@@ -159,6 +159,22 @@ def experiment_command(**values) -> None:
     run_experiment(ExperimentConfig.from_file(values.pop("config"), **values))
 
 
+@command("experiment-status", [
+    config_parameter("experiment", required=True, help_text="The experiment's TOML file, as given to `kdcompress "
+                     "experiment`; the options below override it, as they do there."),
+    *settings_parameters(X, only=EXPERIMENT_OVERRIDES),
+    inspect.Parameter("hub", inspect.Parameter.KEYWORD_ONLY, default=False,
+                      annotation=Annotated[bool, typer.Option("--hub", help=HUB_HELP)])])
+def experiment_status_command(**values) -> None:
+    """Where an experiment stands: each step done, running, partly done (its checkpoint) or to run. Writes nothing."""
+    from kdcompress.experiment import experiment_status
+    from kdcompress.experiment.status import print_status
+
+    if values.pop("hub"):
+        values.update(teacher=values["teacher"] or DistillConfig().teacher, data_dir="")
+    print_status(experiment_status(ExperimentConfig.from_file(values.pop("config"), **values)), Console())
+
+
 @command("compress", [config_parameter("compress", help_text="TOML file with a [compress] table (and optional "
                                         "[distill], [export] and [bench] tables); the options below override it."),
                       *settings_parameters(CompressConfig)])

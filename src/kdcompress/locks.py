@@ -328,3 +328,12 @@ def refuse_if_locked(out: Path) -> None:
     _, holder = _read_lock(lock)
     if _holder_is_live(holder):
         raise _refusal(out, lock, holder)
+
+
+def live_holder(out: str | os.PathLike) -> dict | None:
+    """The live process writing `out` ({"pid", "started", "command", ...} from `<out>.lock`), else None."""
+    lock = lock_path(Path(out).expanduser())
+    if not (lock.exists() or lock.is_symlink()) or lock.is_dir():
+        return None
+    _, holder = _read_lock(lock)
+    return holder if _holder_is_live(holder) else None

@@ -80,11 +80,12 @@ class StepPlace:
 
 
 def place_step(target: str | Path, settings: dict[str, Any],
-               legacy: Callable[[Path], dict[str, Any] | None] | None = None) -> StepPlace:
+               legacy: Callable[[Path], dict[str, Any] | None] | None = None, *, record: bool = True) -> StepPlace:
     """Where to find or make the output of a step with `settings` whose usual folder is `target` (see the module).
 
     `legacy(folder)`, where given, reads the settings of a folder made before records were written from the
-    folder's own files; when they equal `settings`, the record is written and the folder reused.
+    folder's own files; when they equal `settings`, the folder is reused and (unless `record` is False: a status
+    query writes nothing) its record written.
     """
     target = Path(target)
     if not target.exists():
@@ -96,7 +97,8 @@ def place_step(target: str | Path, settings: dict[str, Any],
         except Exception:  # noqa: BLE001 - an unreadable old record is no record: the step runs again elsewhere
             found = None
         if found is not None and _canonical(found) == _canonical(settings):
-            record_settings(target, settings)
+            if record:
+                record_settings(target, settings)
             return StepPlace(target, reuse=True)
     if changed == []:
         return StepPlace(target, reuse=True)

@@ -4,5 +4,6 @@ Teacher -> fine-tuned teacher -> one student per strategy and seed -> int8 ONNX 
 """
 
 from kdcompress.experiment.run import run_experiment
+from kdcompress.experiment.status import experiment_status
 
-__all__ = ["run_experiment"]
+__all__ = ["experiment_status", "run_experiment"]

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -57,15 +58,16 @@ def _pretraining_key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _check_inputs(cfg: ExperimentConfig, task, out: Path) -> None:
-    """What can be checked before any output exists: `out`, the data folder and a local teacher (its config,
-    weights and tokenizer)."""
+def _check_inputs(cfg: ExperimentConfig, task, out: Path, *, writing: bool) -> None:
+    """What can be checked before any output exists: `out` (when `writing`: a status query only reads it, even
+    while a run writes it), the data folder and a local teacher (its config, weights and tokenizer)."""
     from kdcompress.data.corpus import check_corpora
     from kdcompress.data.tasks import data_dir_from_env
     from kdcompress.model_check import check_model_dir_tokenizer, check_weights_readable
     from kdcompress.training.teacher_loading import load_teacher_config
 
-    check_writable_output(out, overwrite=True)  # an existing `out` is an experiment to continue, never replaced
+    if writing:
+        check_writable_output(out, overwrite=True)  # an existing `out` is an experiment to continue, never replaced
     task.load("train", normalise_lang(task, cfg.source_lang), data_dir=data_dir_from_env(cfg.data_dir))
     for _, _, settings in cfg.arm_list():  # before an imported teacher is written into `out`
         check_corpora(settings)
@@ -161,6 +163,8 @@ def _general_students_only(cfg: ExperimentConfig, out: Path, steps: Steps, teach
     for step in pending:
         if step is not None:
             step.result()
+    if steps.dry:
+        return out / "students"
     if not general_student.made:
         console.print("[yellow]no arm runs KD during pretraining: there is no general student to make[/]")
     for name, seconds in steps.timings.items():
@@ -169,12 +173,19 @@ def _general_students_only(cfg: ExperimentConfig, out: Path, steps: Steps, teach
     return out / "students"
 
 
-def run_experiment(config: ExperimentConfig | None = None, **overrides) -> Path:
-    """Run (or continue) an experiment; returns the report directory (the students directory with
-    stop_after = "general-students").
+@dataclass(frozen=True)
+class _Plan:
+    """What an experiment run and a status query both start from, checked before any output exists."""
 
-    Everything that can be checked is checked before `out` is created; the run then holds `<out>.lock`.
-    """
+    cfg: ExperimentConfig
+    out: Path
+    source: str
+    targets: list[str]
+    common: dict
+    teacher_is_finetuned: bool
+
+
+def _plan(config: ExperimentConfig | None, overrides: dict, *, writing: bool = True) -> _Plan:
     from kdcompress.quiet import quiet_libraries
     from kdcompress.settings import build
 
@@ -183,28 +194,50 @@ def run_experiment(config: ExperimentConfig | None = None, **overrides) -> Path:
     task = get_task(cfg.task)
     source, targets = resolve_languages(task, cfg.source_lang, cfg.target_langs)
     out = Path(cfg.out).expanduser()
-    _check_inputs(cfg, task, out)
+    _check_inputs(cfg, task, out, writing=writing)
     common = dict(task=cfg.task, data_dir=cfg.data_dir, source_lang=source, target_langs=targets)
     load_compared(cfg.compare_teachers, own_out=out, task=cfg.task, source=source, targets=targets)
     teacher_is_finetuned = cfg.teacher not in IMPORTABLE_TEACHERS and _check_steps(cfg, cfg.teacher, common)
-    with _experiment_dir(out), StepPool(cfg.workers) as pool:
-        return _run(cfg, out, source, targets, common, teacher_is_finetuned, pool)
+    return _Plan(cfg, out, source, targets, common, teacher_is_finetuned)
 
 
-def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], common: dict,
-         teacher_is_finetuned: bool, pool: StepPool) -> Path:
+def run_experiment(config: ExperimentConfig | None = None, **overrides) -> Path:
+    """Run (or continue) an experiment; returns the report directory (the students directory with
+    stop_after = "general-students").
+
+    Everything that can be checked is checked before `out` is created; the run then holds `<out>.lock`.
+    """
+    plan = _plan(config, overrides)
+    with _experiment_dir(plan.out), StepPool(plan.cfg.workers) as pool:
+        return _run(plan, Steps(plan.out, pool))
+
+
+def placed_steps(config: ExperimentConfig | None = None, **overrides) -> tuple[ExperimentConfig, list]:
+    """Every step of the experiment, placed as a run would place it (kdcompress.reuse) but with nothing run or
+    written: (name, StepPlace, settings) in the order a serial run takes them. experiment/status.py reads them."""
+    plan = _plan(config, overrides, writing=False)
+    steps = Steps(plan.out, dry=True)
+    _run(plan, steps)
+    return plan.cfg, steps.placed
+
+
+def _run(plan: _Plan, steps: Steps) -> Path:
+    """The experiment's steps in order; with `steps.dry`, each is only placed and the folder of the benchmark
+    returned (the report needs its output)."""
     from kdcompress import distill, export_onnx, finetune_teacher, import_teacher, run_bench
 
-    steps = Steps(out, pool)
+    cfg, out, source, targets, common = plan.cfg, plan.out, plan.source, plan.targets, plan.common
+    teacher_is_finetuned = plan.teacher_is_finetuned
     started = time.perf_counter()
-    if pool.workers > 1:
-        console.print(f"[dim]{cpu_note(pool.workers)}[/]")
+    if steps.pool.workers > 1:
+        console.print(f"[dim]{cpu_note(steps.pool.workers)}[/]")
 
     teacher = cfg.teacher
     if teacher in IMPORTABLE_TEACHERS:
         teacher = str(steps(f"import teacher ({teacher})", out / "teachers" / "general",
                             lambda target, _: import_teacher(cfg.teacher, target), {"teacher": cfg.teacher}))
-        _check_steps(cfg, teacher, common)
+        if Path(teacher).is_dir():  # a status query before the import has no teacher to check against yet
+            _check_steps(cfg, teacher, common)
     if cfg.stop_after == "general-students":
         return _general_students_only(cfg, out, steps, teacher, common)
     distill_settings = dict(cfg.distill)
@@ -222,7 +255,7 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
     generals = {arm: general_student.submit(arm, {**settings, "strategy": strategy})
                 for arm, strategy, settings in cfg.arm_list()}
     bench_settings = cfg.step_settings("bench")
-    early = EarlyAccuracy(pool, cache=bench_settings.accuracy_cache or str(out / "accuracy-cache"),
+    early = EarlyAccuracy(steps.pool, cache=bench_settings.accuracy_cache or str(out / "accuracy-cache"),
                            task=cfg.task, split=bench_settings.split, langs=[source, *targets],
                            limit=bench_settings.limit, data_dir=cfg.data_dir, device=bench_settings.device,
                            threads=None, max_length=bench_settings.max_length,
@@ -297,6 +330,8 @@ def _run(cfg: ExperimentConfig, out: Path, source: str, targets: list[str], comm
         **{**cfg.bench, "accuracy_cache": early.cache})
     bench_dir = steps("benchmark", out / "bench", run, {"models": models, "latency_models": latency_models,
                                                         "baseline": "teacher", **common, **cfg.bench})
+    if steps.dry:
+        return bench_dir
     payload = read_json(bench_dir / "bench.json", what="bench report")
     summary = aggregate(refs, payload["accuracy"], payload["headline"], source_lang=source)
     transfer_arms = tuple(arm for arm, strategy, settings in cfg.arm_list()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -24,7 +26,21 @@ def run_step(function: Callable[..., Any], kwargs: dict, target: Path, resume: b
     return time.perf_counter() - started
 
 
-def _start_worker(threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to end this worker when the experiment process ends, however it ends (a SIGTERM or kill -9 skips
+    every clean-up): an orphaned worker went on training for minutes, holding its step's lock and the cores."""
+    if not sys.platform.startswith("linux"):
+        return  # elsewhere an orphan ends at its step's end
+    import ctypes
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>; the standard library has no prctl
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent ended before the request was made
+        os._exit(1)
+
+
+def _start_worker(threads: int, parent: int) -> None:
+    _die_with_parent(parent)
     import torch
 
     from kdcompress.quiet import quiet_libraries
@@ -48,7 +64,7 @@ class StepPool:
         self._pool: ProcessPoolExecutor | None = None
         if workers > 1:
             self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start_worker, initargs=(worker_threads(workers),))
+                                             initializer=_start_worker, initargs=(worker_threads(workers), os.getpid()))
 
     def submit(self, function: Callable[..., Any], kwargs: dict, target: Path, resume: bool) -> Future:
         """A step (`run_step`): its future gives the seconds it took."""

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from kdcompress.bench.accuracy_cache import measure_into_cache
 from kdcompress.experiment.step_pool import StepPool
-from kdcompress.reuse import describe_changes, place_step, record_settings
+from kdcompress.reuse import StepPlace, describe_changes, place_step, record_settings
 
 console = Console(stderr=True)
 
@@ -20,15 +20,23 @@ console = Console(stderr=True)
 class Steps:
     """Runs each named step once per set of settings (kdcompress.reuse): a folder made with the same settings is
     reused; one made with other settings stays, and the step runs again into a folder named by the settings' hash.
-    `submit` hands a step to the pool (experiment.step_pool) and returns at once."""
+    `submit` hands a step to the pool (experiment.step_pool) and returns at once.
 
-    def __init__(self, out: Path, pool: StepPool | None = None):
+    With `dry`, nothing runs and nothing is written: each step is only placed, and `placed` lists them in order
+    (name, where and whether it is done, its settings), for `experiment-status`."""
+
+    def __init__(self, out: Path, pool: StepPool | None = None, *, dry: bool = False):
         self.out = out
         self.pool = pool or StepPool(1)
+        self.dry = dry
         self.timings: dict[str, float] = {}
+        self.placed: list[tuple[str, StepPlace, dict]] = []
 
     def _place(self, name: str, target: Path, settings: dict, legacy):
-        place = place_step(target, settings, legacy)
+        place = place_step(target, settings, legacy, record=not self.dry)
+        self.placed.append((name, place, settings))
+        if self.dry:
+            return place
         if place.reuse:
             console.print(f"[dim]{name}: {place.folder} exists, made with these settings: reused[/]")
         elif place.moved:
@@ -38,7 +46,7 @@ class Steps:
 
     def __call__(self, name: str, target: Path, make, settings: dict, legacy=None) -> Path:
         place = self._place(name, target, settings, legacy)
-        if place.reuse:
+        if place.reuse or self.dry:
             return place.folder
         console.rule(f"[bold]{name}")
         started = time.perf_counter()
@@ -51,7 +59,7 @@ class Steps:
     def submit(self, name: str, target: Path, function, kwargs: dict, settings: dict, legacy=None) -> "Pending":
         """`function(**kwargs, out=folder, resume=...)` in the pool; `.result()` waits and records it."""
         place = self._place(name, target, settings, legacy)
-        if place.reuse:
+        if place.reuse or self.dry:
             return Pending(self, name, place.folder, settings, None)
         console.rule(f"[bold]{name}")
         resume = place.folder.with_name(place.folder.name + ".partial").exists()

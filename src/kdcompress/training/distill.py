@@ -145,6 +145,8 @@ def _publish(setup: RunSetup, run: RunDirectory, record: dict, final_stage: Path
     what = "student" if setup.plan else "fine-tuned teacher"
     record.update(parameters=n_params, wall_seconds=round(time.perf_counter() - started, 2),
                   versions=library_versions(), device=_training_device())
+    # what earlier invocations of a resumed run trained: 0 when there were none, None when not known
+    record["earlier_invocations_seconds"] = None if run.earlier_seconds is None else round(run.earlier_seconds, 2)
     if setup.cfg.evaluate and setup.strategy.makes_classifier:
         record["dev_accuracy"] = _dev_accuracy(setup, assembled, what.split()[-1])
     write_json_atomic(assembled / "distill.json", record)

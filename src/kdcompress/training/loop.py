@@ -66,8 +66,12 @@ class LoopSettings:
 class LoopResult:
     steps: int
     examples: int
-    wall_seconds: float
+    wall_seconds: float  # this invocation's
     history: list[dict]
+    # Training seconds of earlier invocations, as far as the checkpoint resumed from kept them (work after an
+    # invocation's last checkpoint was lost and done again); 0 for a run not resumed, None where the checkpoint
+    # predates this record.
+    earlier_seconds: float | None = 0.0
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -204,11 +208,11 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
 
     checkpoint = _Checkpoint(settings.checkpoint_dir)
     step, micro_step, history, examples_seen = 0, 0, [], 0
-    last_checkpoint = 0
+    last_checkpoint, earlier_seconds = 0, 0.0
     if settings.resume and checkpoint.exists():
         progress = checkpoint.load(trainables, optimizer, scheduler)
         step, micro_step = progress["step"], progress["micro_step"]
-        last_checkpoint = step
+        last_checkpoint, earlier_seconds = step, progress.get("seconds")
         history, examples_seen = progress["history"], progress["examples"]
         accelerator.print(f"[{settings.stage}] resumed at step {step}/{total_steps}")
     # The scheduler is stepped by hand, once per optimizer step. Prepared, Accelerate would step it once per
@@ -220,7 +224,7 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
         module.train()
     modules_by_name = dict(zip(trainables, prepared_modules))
 
-    started = time.perf_counter()
+    started, examples_before = time.perf_counter(), examples_seen
     with _progress_bar(disable=not accelerator.is_main_process) as bar:
         task = bar.add_task(settings.stage, total=total_steps, completed=step, loss=float("nan"), rate=0.0)
         while step < total_steps:
@@ -262,17 +266,20 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
                                 **{k: round(v, 6) for k, v in components.items()},
                                 "lr": scheduler.get_last_lr()[0]})
                 elapsed = max(time.perf_counter() - started, 1e-9)
-                bar.update(task, completed=step, loss=window_loss, rate=examples_seen / elapsed)
+                bar.update(task, completed=step, loss=window_loss, rate=(examples_seen - examples_before) / elapsed)
                 window_loss, window_examples = 0.0, 0
                 if accelerator.is_main_process and (step % settings.save_every == 0 or step == total_steps):
                     unwrapped = {name: accelerator.unwrap_model(m) for name, m in zip(trainables, prepared_modules)}
                     check_weights(unwrapped.values(), stage=settings.stage, step=step,
                                   last_checkpoint=last_checkpoint)
                     checkpoint.save(unwrapped, optimizer, scheduler,
-                                    {"step": step, "micro_step": micro_step, "history": history,
-                                     "examples": examples_seen})
+                                    {"step": step, "total_steps": total_steps, "micro_step": micro_step,
+                                     "history": history, "examples": examples_seen,
+                                     "seconds": None if earlier_seconds is None
+                                     else earlier_seconds + time.perf_counter() - started})
                     last_checkpoint = step
                 if step >= total_steps:
                     break
     accelerator.wait_for_everyone()
-    return LoopResult(steps=step, examples=examples_seen, wall_seconds=time.perf_counter() - started, history=history)
+    return LoopResult(steps=step, examples=examples_seen, wall_seconds=time.perf_counter() - started, history=history,
+                      earlier_seconds=earlier_seconds)

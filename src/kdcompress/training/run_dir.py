@@ -59,6 +59,9 @@ class RunDirectory:
         self.overwrite = overwrite
         self.state = process_state()
         self.stage_records: list[dict] = []
+        # Training seconds spent on this run before this invocation (stages finished then, and what the checkpoints
+        # resumed from kept); None once any of it is unknown (a checkpoint written before it was recorded).
+        self.earlier_seconds: float | None = 0.0
         self._created_here = False
 
     def check(self) -> None:
@@ -122,11 +125,16 @@ class RunDirectory:
         marker = stage_dir / "stage.json"
         if marker.is_file():
             console.print(f"[dim]stage {name}: already done, reused[/]")
-            self.stage_records.append(json.loads(marker.read_text(encoding="utf-8")))
+            record = json.loads(marker.read_text(encoding="utf-8"))
+            self._add_earlier(record["wall_seconds"], record.get("earlier_seconds", 0.0))
+            self.stage_records.append(record)
             return stage_dir
         model, tokenizer, result, settings = train(self.work / "checkpoints" / name)
+        self._add_earlier(0.0, result.earlier_seconds)
         summary = {"name": name, "steps": result.steps, "examples": result.examples,
                    "wall_seconds": round(result.wall_seconds, 2),
+                   **({"earlier_seconds": None if result.earlier_seconds is None else round(result.earlier_seconds, 2)}
+                      if result.earlier_seconds != 0 else {}),
                    "settings": {k: str(v) if isinstance(v, Path) else v
                                 for k, v in dataclasses.asdict(settings).items()},
                    "history": result.history}
@@ -141,6 +149,10 @@ class RunDirectory:
         self.state.wait_for_everyone()
         self.stage_records.append(summary)
         return stage_dir
+
+    def _add_earlier(self, *seconds: float | None) -> None:
+        if self.earlier_seconds is not None:
+            self.earlier_seconds = None if None in seconds else self.earlier_seconds + sum(seconds)
 
     def assemble(self, final_stage: Path, teacher_stage: Path | None) -> Path:
         """The output directory, built inside the work folder (same filesystem, so the rename is atomic)."""
