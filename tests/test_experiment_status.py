@@ -82,7 +82,7 @@ def test_running_partly_done_done_and_changed_steps(tmp_path, tiny_classifier_di
     # none-s2: a checkpoint at step 3 of 7; the general student: being written by a live process
     checkpoint = students / "none-s2.partial" / "checkpoints" / "student" / "latest"
     checkpoint.mkdir(parents=True)
-    (checkpoint / "progress.json").write_text(json.dumps({"step": 3, "total_steps": 7}))
+    (checkpoint / "progress.json").write_text(json.dumps({"step": 3, "total_steps": 7, "seconds": 360}))
     general = next(place.folder for name, place, _ in placed if name.startswith("distill general"))
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -97,7 +97,8 @@ def test_running_partly_done_done_and_changed_steps(tmp_path, tiny_classifier_di
     assert "1 done, 1 running, 1 partly done, 3 to run: a run is under way" in console.export_text()
     rows = _states(found)
     assert rows["distill none-s1"] == ("done", "", "2/3")
-    assert rows["distill none-s2"] == ("partly done", "student: step 3/7", "0/3")
+    # 2 minutes a step so far, 4 steps to go
+    assert rows["distill none-s2"] == ("partly done", "student: step 3/7, ~8 min left at its pace so far", "0/3")
     assert rows["distill general student (pretrain)"] == ("running", f"pid {holder.pid}", "")
     assert rows["benchmark"][0] == "to run"
 

@@ -251,7 +251,8 @@ def test_kill_9_during_experiment_then_rerun_gives_the_same_report(tmp_path, tin
     assert rows["fine-tune the teacher"] == ["done", "", "2/2"]  # measured right after it was trained
     state, progress, accuracy = rows["distill none-s1"]
     assert (state, accuracy) == ("partly done", "0/2")
-    assert re.fullmatch(r"student: step \d+/8", progress) and int(progress.split()[-1].split("/")[0]) >= 2
+    assert re.fullmatch(r"student: step \d+/8, ~\d+ min left at its pace so far", progress)
+    assert int(progress.split(",")[0].split()[-1].split("/")[0]) >= 2
     assert rows["benchmark"][0] == "to run"
     log = Proc(tmp_path / "killed-1.log", "experiment", "--config", configs["killed"]).finish()
     assert "reused" in log and "resumed at step" in log and "took over the lock" in log

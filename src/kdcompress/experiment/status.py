@@ -36,12 +36,15 @@ def partial_progress(folder: Path) -> str:
     for record in sorted(work.glob("checkpoints/*/latest/progress.json")):
         try:
             progress = json.loads(record.read_text(encoding="utf-8"))
-            step, total = int(progress["step"]), progress.get("total_steps")
+            step, total, seconds = int(progress["step"]), progress.get("total_steps"), progress.get("seconds")
         except (OSError, ValueError, KeyError, TypeError):
             parts.append(f"{record.parents[1].name}: unreadable checkpoint")
             continue
-        # checkpoints written before the total was recorded say only their step
-        parts.append(f"{record.parents[1].name}: step {step}" + (f"/{total}" if total else ""))
+        # checkpoints written before the total and the time were recorded say only their step
+        text = f"{record.parents[1].name}: step {step}" + (f"/{total}" if total else "")
+        if total and seconds and step:
+            text += f", ~{seconds / step * (total - step) / 60:.0f} min left at its pace so far"
+        parts.append(text)
     return "; ".join(parts)
 
 
