@@ -20,6 +20,7 @@ from kdcompress.experiment.config import ExperimentConfig
 from kdcompress.experiment.run import placed_steps
 from kdcompress.experiment.status import partial_progress, print_status
 from kdcompress.reuse import record_settings
+from test_experiment import ONE_STEP_TABLES
 
 CONFIG = """
 [experiment]
@@ -31,21 +32,19 @@ target_langs = ["de", "zh"]
 strategies = ["none", "pretrain"]
 seeds = [1, 2]
 quantize = "none"
-
-[distill]
-student_layers = 1
-max_steps = 1
-batch_size = 4
-max_length = 16
-corpus_max_sentences = 16
-{extra}
 """
 
 
-def _config(tmp_path: Path, teacher, data_dir, extra: str = "") -> ExperimentConfig:
+def _write_config(path: Path, teacher, data_dir, distill: str = "") -> Path:
+    """The experiment table and one-step tables, with `distill` lines added to [distill]."""
+    tables = ONE_STEP_TABLES.replace("[distill]\n", f"[distill]\n{distill}\n")
+    path.write_text(CONFIG.format(out=path.parent / "exp", teacher=teacher, data_dir=data_dir) + tables)
+    return path
+
+
+def _config(tmp_path: Path, teacher, data_dir, distill: str = "") -> ExperimentConfig:
     path = tmp_path / f"exp{len(list(tmp_path.glob('*.toml')))}.toml"
-    path.write_text(CONFIG.format(out=tmp_path / "exp", teacher=teacher, data_dir=data_dir, extra=extra))
-    return ExperimentConfig.from_file(path)
+    return ExperimentConfig.from_file(_write_config(path, teacher, data_dir, distill))
 
 
 def _states(rows) -> dict[str, tuple[str, str, str]]:
@@ -53,8 +52,7 @@ def _states(rows) -> dict[str, tuple[str, str, str]]:
 
 
 def test_a_fresh_experiment_is_all_to_run_and_nothing_is_written(tmp_path, tiny_classifier_dir, data_dir):
-    config = tmp_path / "exp.toml"
-    config.write_text(CONFIG.format(out=tmp_path / "exp", teacher=tiny_classifier_dir, data_dir=data_dir, extra=""))
+    config = _write_config(tmp_path / "exp.toml", tiny_classifier_dir, data_dir)
     result = CliRunner().invoke(app, ["experiment-status", "--config", str(config)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "exp").exists()
@@ -103,7 +101,7 @@ def test_running_partly_done_done_and_changed_steps(tmp_path, tiny_classifier_di
     assert rows["benchmark"][0] == "to run"
 
     # Another learning rate: none-s1's folder was made with other settings, so the run would make it again
-    rows = _states(experiment_status(_config(tmp_path, tiny_classifier_dir, data_dir, extra="lr = 0.001")))
+    rows = _states(experiment_status(_config(tmp_path, tiny_classifier_dir, data_dir, distill="lr = 0.001")))
     state, progress, _ = rows["distill none-s1"]
     assert state == "to run" and "other settings (lr)" in progress
 
@@ -123,11 +121,21 @@ def test_partial_progress_names_finished_stages_and_old_checkpoints(tmp_path):
 
 @pytest.mark.parametrize("override", [["--seeds", "1"], ["--strategies", "none"]])
 def test_the_command_takes_the_experiment_overrides(tmp_path, tiny_classifier_dir, data_dir, override):
-    config = tmp_path / "exp.toml"
-    config.write_text(CONFIG.format(out=tmp_path / "exp", teacher=tiny_classifier_dir, data_dir=data_dir, extra=""))
+    config = _write_config(tmp_path / "exp.toml", tiny_classifier_dir, data_dir)
     result = CliRunner().invoke(app, ["experiment-status", "--config", str(config), *override],
                                 env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     names = {line.split("│")[1].strip() for line in result.output.splitlines() if line.startswith("│")}
     assert ("distill none-s2" in names) == (override[0] != "--seeds")
     assert ("distill pretrain-s1" in names) == (override[0] != "--strategies")
+
+
+def test_hub_reads_the_hubs_data_as_experiment_does(tmp_path, monkeypatch):
+    """--hub reads the hub (mBERT, the hub's datasets), as for `experiment`: offline, that is one line naming it."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = tmp_path / "exp.toml"
+    config.write_text(f'[experiment]\nout = "{tmp_path / "exp"}"\ntask = "sib200"\nseeds = [1]\nstrategies = ["none"]\n')
+    result = CliRunner().invoke(app, ["experiment-status", "--config", str(config), "--hub"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith("error: could not load") and "Hugging Face hub" in result.output
+    assert not (tmp_path / "exp").exists()

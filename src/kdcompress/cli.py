@@ -144,35 +144,39 @@ HUB_HELP = ("Use the Hugging Face hub: mBERT as the teacher (unless --teacher) a
             "local folder.")
 
 
-@command("experiment", [
-    config_parameter("experiment", required=True, help_text="TOML file with an [experiment] table (and optional "
-                     "[distill], [export] and [bench] tables); the options below override it."),
-    *settings_parameters(X, only=EXPERIMENT_OVERRIDES),
-    inspect.Parameter("hub", inspect.Parameter.KEYWORD_ONLY, default=False,
-                      annotation=Annotated[bool, typer.Option("--hub", help=HUB_HELP)])])
+def _experiment_parameters(help_text: str) -> list[inspect.Parameter]:
+    """`experiment` and `experiment-status` take the same file and overrides, so they place the same steps."""
+    return [config_parameter("experiment", required=True, help_text=help_text),
+            *settings_parameters(X, only=EXPERIMENT_OVERRIDES),
+            inspect.Parameter("hub", inspect.Parameter.KEYWORD_ONLY, default=False,
+                              annotation=Annotated[bool, typer.Option("--hub", help=HUB_HELP)])]
+
+
+def _experiment_settings(values: dict) -> ExperimentConfig:
+    if values.pop("hub"):  # "" = no local folder, even if $KDCOMPRESS_DATA_DIR
+        values.update(teacher=values["teacher"] or DistillConfig().teacher, data_dir="")
+    return ExperimentConfig.from_file(values.pop("config"), **values)
+
+
+@command("experiment", _experiment_parameters(
+    "TOML file with an [experiment] table (and optional [distill], [export] and [bench] tables); the options below "
+    "override it."))
 def experiment_command(**values) -> None:
     """Teacher -> students of every strategy and seed -> int8 ONNX -> benchmark -> one report on the paper's claims."""
     from kdcompress.experiment import run_experiment
 
-    if values.pop("hub"):  # "" = no local folder, even if $KDCOMPRESS_DATA_DIR
-        values.update(teacher=values["teacher"] or DistillConfig().teacher, data_dir="")
-    run_experiment(ExperimentConfig.from_file(values.pop("config"), **values))
+    run_experiment(_experiment_settings(values))
 
 
-@command("experiment-status", [
-    config_parameter("experiment", required=True, help_text="The experiment's TOML file, as given to `kdcompress "
-                     "experiment`; the options below override it, as they do there."),
-    *settings_parameters(X, only=EXPERIMENT_OVERRIDES),
-    inspect.Parameter("hub", inspect.Parameter.KEYWORD_ONLY, default=False,
-                      annotation=Annotated[bool, typer.Option("--hub", help=HUB_HELP)])])
+@command("experiment-status", _experiment_parameters(
+    "The experiment's TOML file, as given to `kdcompress experiment`; the options below override it, as they do "
+    "there."))
 def experiment_status_command(**values) -> None:
     """Where an experiment stands: each step done, running, partly done (its checkpoint) or to run. Writes nothing."""
     from kdcompress.experiment import experiment_status
     from kdcompress.experiment.status import print_status
 
-    if values.pop("hub"):
-        values.update(teacher=values["teacher"] or DistillConfig().teacher, data_dir="")
-    print_status(experiment_status(ExperimentConfig.from_file(values.pop("config"), **values)), Console())
+    print_status(experiment_status(_experiment_settings(values)), Console())
 
 
 @command("compress", [config_parameter("compress", help_text="TOML file with a [compress] table (and optional "
