@@ -298,24 +298,34 @@ corpus = ["{tmp_path / 'no-such-corpus'}"]
 
 
 def test_steps_run_side_by_side_with_workers_and_are_reused_by_a_serial_rerun(tmp_path, tiny_teacher_dir, data_dir):
-    """workers = 2: the teacher beside the general student, then the students in worker processes; the folders and
-    records are the serial run's, so a rerun with one worker reuses every step."""
-    config, out = _two_seed_experiment(tmp_path, "workers", tiny_teacher_dir, data_dir, ["finetune", "pretrain"],
-                                       "workers = 2")
-    result = CliRunner().invoke(app, ["experiment", "--config", str(config)])
+    """workers = 2: the teacher beside the general student, then the students in worker processes, each once what
+    it starts from exists (`none` beside the teacher's fine-tuning); the folders and records are the serial run's,
+    so a rerun with one worker reuses every step."""
+    config, out = _two_seed_experiment(tmp_path, "workers", tiny_teacher_dir, data_dir,
+                                       ["none", "finetune", "pretrain"], "workers = 2")
+    result = CliRunner().invoke(app, ["experiment", "--config", str(config)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "2 steps side by side" in result.output and "distill pretrain-s2: done in" in result.output
+    lines = result.output.splitlines()
+    started = {name: next(i for i, line in enumerate(lines) if f" distill {name} " in line)
+               for name in ("none-s1", "finetune-s1")}
+    teacher_done = next(i for i, line in enumerate(lines) if "fine-tune the teacher: done in" in line)
+    assert started["none-s1"] < teacher_done < started["finetune-s1"], result.output
     students = sorted(p.name for p in (out / "students").iterdir() if not p.name.startswith("general-"))
-    assert students == ["finetune-s1", "finetune-s2", "pretrain-s1", "pretrain-s2"]
+    assert students == ["finetune-s1", "finetune-s2", "none-s1", "none-s2", "pretrain-s1", "pretrain-s2"]
     for name in students:
         record = json.loads((out / "students" / name / "distill.json").read_text())
-        assert record["config"]["finetuned_teacher"] == str(out / "teachers" / "finetuned")
+        # handed only to the arms that read it; every step's settings name it, as a serial run's do
+        assert record["config"]["finetuned_teacher"] == (str(out / "teachers" / "finetuned")
+                                                         if name.startswith("finetune") else None)
+        step_settings = json.loads((out / "students" / name / "step-settings.json").read_text())["settings"]
+        assert step_settings["finetuned_teacher"] == str(out / "teachers" / "finetuned")
         assert record["config"]["seed"] == int(name[-1])
     general = json.loads((out / "students" / "pretrain-s2" / "distill.json").read_text())["general_student"]
     assert Path(general).parent == out / "students" and (Path(general) / "distill.json").is_file()
     first = json.loads((out / "report" / "experiment.json").read_text())
     assert set(first["step_seconds"]) >= {"fine-tune the teacher", "distill finetune-s1", "distill pretrain-s2"}
-    assert set(first["summary"]) == {"teacher/pytorch", "finetune/pytorch", "pretrain/pytorch"}
+    assert set(first["summary"]) == {"teacher/pytorch", "none/pytorch", "finetune/pytorch", "pretrain/pytorch"}
 
     result = CliRunner().invoke(app, ["experiment", "--config", str(config), "--workers", "1"])
     assert result.exit_code == 0, result.output

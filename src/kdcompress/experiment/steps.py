@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import as_completed
+from concurrent.futures import FIRST_COMPLETED, as_completed, wait
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from rich.console import Console
 
@@ -72,6 +72,10 @@ class Pending:
     def __init__(self, steps: Steps, name: str, folder: Path, settings: dict, future):
         self.steps, self.name, self.folder, self.settings, self.future = steps, name, folder, settings, future
 
+    def done(self) -> bool:
+        """Whether the step's folder is complete (reused, or its run has ended: `result` then returns at once)."""
+        return self.future is None or self.future.done()
+
     def result(self) -> Path:
         if self.future is not None:
             seconds = self.future.result()
@@ -81,6 +85,13 @@ class Pending:
                 console.print(f"[green]{self.name}: done in {seconds:.0f} s[/]")
             self.future = None
         return self.folder
+
+
+def wait_for_any(steps: Iterable[Pending]) -> None:
+    """Return once one of `steps` still running has ended (at once when none is running)."""
+    running = [step.future for step in steps if not step.done()]
+    if running:
+        wait(running, return_when=FIRST_COMPLETED)
 
 
 def completion_order(pending: dict) -> Iterator:
