@@ -93,7 +93,7 @@ def experiment_status(config: ExperimentConfig | None = None, **overrides) -> li
 
 
 def print_status(rows: list[StepStatus], console: Console) -> None:
-    table = Table(title="experiment steps, in run order", title_justify="left")
+    table = Table(title="experiment steps, in the order of a serial run", title_justify="left")
     for column in ("step", "state", "progress", "accuracy measured", "folder"):
         table.add_column(column)
     colours = {"done": "green", "running": "cyan", "partly done": "yellow", "to run": "dim"}
