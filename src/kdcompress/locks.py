@@ -322,18 +322,17 @@ def refuse_if_locked(out: Path) -> None:
     Our own lock (a re-check under `output_lock`) and a stale one (taken over later) pass; so do the
     non-main processes of a distributed launch, whose main process holds the lock for them.
     """
-    lock = lock_path(out)
-    if _secondary_rank() or not (lock.exists() or lock.is_symlink()):
+    if _secondary_rank():
         return
-    _, holder = _read_lock(lock)
-    if _holder_is_live(holder):
-        raise _refusal(out, lock, holder)
+    holder = live_holder(out)
+    if holder is not None:
+        raise _refusal(out, lock_path(out), holder)
 
 
 def live_holder(out: str | os.PathLike) -> dict | None:
     """The live process writing `out` ({"pid", "started", "command", ...} from `<out>.lock`), else None."""
     lock = lock_path(Path(out).expanduser())
-    if not (lock.exists() or lock.is_symlink()) or lock.is_dir():
+    if not (lock.exists() or lock.is_symlink()):
         return None
     _, holder = _read_lock(lock)
     return holder if _holder_is_live(holder) else None

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -84,6 +85,16 @@ class AccuracyCache:
         if not need_hits:
             result.pop("hits", None)
         return result
+
+    def languages_by_model(self) -> Counter:
+        """How many languages are stored for each model folder (as `put` names it), damaged entries left out."""
+        counts: Counter = Counter()
+        for entry in self.folder.glob("*.json") if self.folder.is_dir() else ():
+            try:
+                counts[json.loads(entry.read_text(encoding="utf-8"))["model_dir"]] += 1
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # measured again by the next run
+        return counts
 
     def put(self, identity: dict, result: dict, *, model: str | Path) -> None:
         """Stored with the model's folder and the identity, so that an entry can be read without its key."""

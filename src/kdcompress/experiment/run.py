@@ -173,6 +173,11 @@ def _general_students_only(cfg: ExperimentConfig, out: Path, steps: Steps, teach
     return out / "students"
 
 
+def accuracy_cache_dir(cfg: ExperimentConfig, out: Path) -> str:
+    """Where the experiment keeps each model's test accuracy: [bench] accuracy_cache, else OUT/accuracy-cache."""
+    return cfg.step_settings("bench").accuracy_cache or str(out / "accuracy-cache")
+
+
 @dataclass(frozen=True)
 class _Plan:
     """What an experiment run and a status query both start from, checked before any output exists."""
@@ -255,7 +260,7 @@ def _run(plan: _Plan, steps: Steps) -> Path:
     generals = {arm: general_student.submit(arm, {**settings, "strategy": strategy})
                 for arm, strategy, settings in cfg.arm_list()}
     bench_settings = cfg.step_settings("bench")
-    early = EarlyAccuracy(steps.pool, cache=bench_settings.accuracy_cache or str(out / "accuracy-cache"),
+    early = EarlyAccuracy(steps.pool, cache=accuracy_cache_dir(cfg, out),
                            task=cfg.task, split=bench_settings.split, langs=[source, *targets],
                            limit=bench_settings.limit, data_dir=cfg.data_dir, device=bench_settings.device,
                            threads=None, max_length=bench_settings.max_length,

@@ -1,6 +1,6 @@
 """`experiment-status`: where an experiment stands, read from its folder; nothing is run or written.
 
-A study too long for one sitting (the converged XNLI study takes about 10 hours on 2 cores) is continued by running
+A study too long for one sitting (the converged XNLI study takes many hours on 2 cores) is continued by running
 the same command again. This tells, before that, what the next run will reuse, resume from a checkpoint, or run,
 using the run's own rules (kdcompress.reuse): a folder made with other settings shows as a step still to run."""
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from kdcompress.bench.accuracy_cache import AccuracyCache
 from kdcompress.experiment.config import ExperimentConfig
 from kdcompress.locks import live_holder
 from kdcompress.reuse import StepPlace, describe_changes
@@ -48,17 +49,6 @@ def partial_progress(folder: Path) -> str:
     return "; ".join(parts)
 
 
-def _cached_languages(cache: Path) -> Counter:
-    """Languages measured per model folder in an accuracy cache (bench/accuracy_cache.py)."""
-    counts: Counter = Counter()
-    for entry in cache.glob("*.json") if cache.is_dir() else ():
-        try:
-            counts[json.loads(entry.read_text(encoding="utf-8"))["model_dir"]] += 1
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a damaged entry is measured again by the next run
-    return counts
-
-
 def _state(place: StepPlace) -> tuple[str, str]:
     if place.reuse:
         return "done", ""
@@ -75,12 +65,10 @@ def _state(place: StepPlace) -> tuple[str, str]:
 
 def experiment_status(config: ExperimentConfig | None = None, **overrides) -> list[StepStatus]:
     """Each step of the experiment (as `run_experiment` with the same settings would take it) and its state."""
-    from kdcompress.experiment.run import placed_steps
+    from kdcompress.experiment.run import accuracy_cache_dir, placed_steps
 
     cfg, placed = placed_steps(config, **overrides)
-    out = Path(cfg.out).expanduser()
-    cache = Path(cfg.step_settings("bench").accuracy_cache or out / "accuracy-cache").expanduser()
-    measured = _cached_languages(cache)
+    measured = AccuracyCache(accuracy_cache_dir(cfg, Path(cfg.out).expanduser())).languages_by_model()
     bench = next((settings for name, _, settings in placed if name == "benchmark"), None)
     models = set(bench["models"].values()) if bench else set()
     languages = 1 + len(bench["target_langs"]) if bench else 0

@@ -126,11 +126,12 @@ class RunDirectory:
         if marker.is_file():
             console.print(f"[dim]stage {name}: already done, reused[/]")
             record = json.loads(marker.read_text(encoding="utf-8"))
-            self._add_earlier(record["wall_seconds"], record.get("earlier_seconds", 0.0))
+            earlier = record.get("earlier_seconds", 0.0)  # a stage finished in an earlier invocation: all of it
+            self._add_earlier(None if earlier is None else record["wall_seconds"] + earlier)
             self.stage_records.append(record)
             return stage_dir
         model, tokenizer, result, settings = train(self.work / "checkpoints" / name)
-        self._add_earlier(0.0, result.earlier_seconds)
+        self._add_earlier(result.earlier_seconds)
         summary = {"name": name, "steps": result.steps, "examples": result.examples,
                    "wall_seconds": round(result.wall_seconds, 2),
                    **({"earlier_seconds": None if result.earlier_seconds is None else round(result.earlier_seconds, 2)}
@@ -150,9 +151,9 @@ class RunDirectory:
         self.stage_records.append(summary)
         return stage_dir
 
-    def _add_earlier(self, *seconds: float | None) -> None:
+    def _add_earlier(self, seconds: float | None) -> None:
         if self.earlier_seconds is not None:
-            self.earlier_seconds = None if None in seconds else self.earlier_seconds + sum(seconds)
+            self.earlier_seconds = None if seconds is None else self.earlier_seconds + seconds
 
     def assemble(self, final_stage: Path, teacher_stage: Path | None) -> Path:
         """The output directory, built inside the work folder (same filesystem, so the rename is atomic)."""
