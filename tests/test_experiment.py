@@ -307,10 +307,10 @@ def test_steps_run_side_by_side_with_workers_and_are_reused_by_a_serial_rerun(tm
     assert result.exit_code == 0, result.output
     assert "2 steps side by side" in result.output and "distill pretrain-s2: done in" in result.output
     lines = result.output.splitlines()
-    started = {name: next(i for i, line in enumerate(lines) if f" distill {name} " in line)
-               for name in ("none-s1", "finetune-s1")}
+    queued = {name: next(i for i, line in enumerate(lines) if f"distill {name}: queued" in line)
+              for name in ("none-s1", "finetune-s1")}
     teacher_done = next(i for i, line in enumerate(lines) if "fine-tune the teacher: done in" in line)
-    assert started["none-s1"] < teacher_done < started["finetune-s1"], result.output
+    assert queued["none-s1"] < teacher_done < queued["finetune-s1"], result.output
     students = sorted(p.name for p in (out / "students").iterdir() if not p.name.startswith("general-"))
     assert students == ["finetune-s1", "finetune-s2", "none-s1", "none-s2", "pretrain-s1", "pretrain-s2"]
     for name in students:

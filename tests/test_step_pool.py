@@ -1,4 +1,5 @@
-"""The experiment's step pool (experiment/step_pool.py): its workers end with the experiment process."""
+"""The experiment's step pool (experiment/step_pool.py): its workers end with the experiment process, and each line
+they write names its step (experiment/worker_output.py)."""
 
 import os
 import signal
@@ -16,7 +17,7 @@ PARENT = textwrap.dedent("""
     from kdcompress.experiment.step_pool import StepPool
 
     pool = StepPool(2)
-    pool.call(linger, {{"pid_file": {pid_file!r}}})
+    pool.call("linger", linger, {{"pid_file": {pid_file!r}}})
     time.sleep(300)
 """)
 LINGERING = textwrap.dedent("""
@@ -50,3 +51,51 @@ def test_a_worker_ends_when_the_experiment_process_is_killed(tmp_path, how):
     finally:
         parent.kill()
     assert not psutil.pid_exists(worker.pid) or worker.status() == psutil.STATUS_ZOMBIE
+
+
+TALKING_PARENT = textwrap.dedent("""
+    from pathlib import Path
+    from talking import talk
+    from kdcompress.experiment.step_pool import StepPool
+
+    with StepPool(2) as pool:
+        first = pool.submit("distill a-s1", talk, {"word": "alpha"}, Path("unused-a"), resume=True)
+        second = pool.call("accuracy b-s1", talk, {"word": "beta", "out": "unused-b", "resume": False})
+        first.result(), second.result()
+    print("parent after the pool")
+""")
+TALKING = textwrap.dedent("""
+    import sys, warnings
+    from rich.console import Console
+    from kdcompress.progress import Progress
+
+    def talk(word, out, resume):
+        Console(stderr=True).print(f"{word} from a rich console, a long line " + "x" * 100)
+        warnings.warn(f"{word} as a warning")
+        with Progress(log_interval=0) as bar:
+            task = bar.add_task(f"{word} training", total=2)
+            bar.advance(task)
+            bar.advance(task)
+        print(f"{word} on stdout")
+        print(f"{word} from print, unfinished", end="")
+        return 1.0
+""")
+
+
+def test_each_line_a_worker_writes_names_its_step(tmp_path):
+    """Two steps side by side in one log: every line of theirs (rich consoles, print, warnings, progress lines)
+    begins with its step's name; the step's first line says that it started (and whether it resumes)."""
+    (tmp_path / "talking.py").write_text(TALKING)
+    parent = subprocess.run([sys.executable, "-c", TALKING_PARENT], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}"
+                                                                          f"{os.environ.get('PYTHONPATH', '')}"})
+    assert parent.returncode == 0, parent.stderr
+    lines = [line for line in (parent.stdout + parent.stderr).splitlines() if line.strip()]
+    assert "parent after the pool" in lines  # the parent's own output is not labelled
+    for word, label in (("alpha", "[distill a-s1] "), ("beta", "[accuracy b-s1] ")):
+        own = [line for line in lines if word in line]
+        assert len(own) >= 5 and all(line.startswith(label) for line in own), own
+        started = [line for line in lines if line.startswith(label + "started")]
+        assert started == [label + ("started (resuming its checkpoint)" if word == "alpha" else "started")]
+        assert any(line.startswith(f"{label}{word} training: 2/2") for line in own), own
+        assert any(line == f"{label}{word} from print, unfinished" for line in own), own  # ended at the step's end

@@ -18,12 +18,22 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from kdcompress.experiment.worker_output import label_worker_output, labelled
+
 
 def run_step(function: Callable[..., Any], kwargs: dict, target: Path, resume: bool) -> float:
     """Call `function(**kwargs, out=target, resume=resume)`: the shape of distill and finetune_teacher."""
     started = time.perf_counter()
     function(**kwargs, out=str(target), resume=resume)
     return time.perf_counter() - started
+
+
+def _labelled_call(label: str, note: str, function: Callable[..., Any], kwargs: dict) -> Any:
+    """`function(**kwargs)` in a worker, its output lines labelled (experiment.worker_output), after a line saying
+    that it started: in a pool a step is queued when submitted and starts when a worker is free."""
+    with labelled(label):
+        print(f"started{note}", file=sys.stderr, flush=True)
+        return function(**kwargs)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -41,6 +51,7 @@ def _die_with_parent(parent: int) -> None:
 
 def _start_worker(threads: int, parent: int) -> None:
     _die_with_parent(parent)
+    label_worker_output()
     import torch
 
     from kdcompress.quiet import quiet_libraries
@@ -66,17 +77,19 @@ class StepPool:
             self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_start_worker, initargs=(worker_threads(workers), os.getpid()))
 
-    def submit(self, function: Callable[..., Any], kwargs: dict, target: Path, resume: bool) -> Future:
-        """A step (`run_step`): its future gives the seconds it took."""
-        return self.call(run_step, {"function": function, "kwargs": kwargs, "target": target, "resume": resume})
+    def submit(self, name: str, function: Callable[..., Any], kwargs: dict, target: Path, resume: bool) -> Future:
+        """A step (`run_step`) named `name`: its future gives the seconds it took."""
+        return self.call(name, run_step, {"function": function, "kwargs": kwargs, "target": target, "resume": resume},
+                         note=" (resuming its checkpoint)" if resume else "")
 
-    def call(self, function: Callable[..., Any], kwargs: dict) -> Future:
-        """Any module-level `function(**kwargs)` in a worker process (at once with one worker)."""
+    def call(self, name: str, function: Callable[..., Any], kwargs: dict, note: str = "") -> Future:
+        """Any module-level `function(**kwargs)` in a worker process, its output labelled `name` (at once, and
+        unlabelled, with one worker)."""
         if self._pool is None:
             done: Future = Future()
             done.set_result(function(**kwargs))
             return done
-        return self._pool.submit(function, **kwargs)
+        return self._pool.submit(_labelled_call, name, note, function, kwargs)
 
     def close(self, cancel: bool = False) -> None:
         if self._pool is not None:

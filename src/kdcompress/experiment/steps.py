@@ -61,9 +61,13 @@ class Steps:
         place = self._place(name, target, settings, legacy)
         if place.reuse or self.dry:
             return Pending(self, name, place.folder, settings, None)
-        console.rule(f"[bold]{name}")
         resume = place.folder.with_name(place.folder.name + ".partial").exists()
-        return Pending(self, name, place.folder, settings, self.pool.submit(function, kwargs, place.folder, resume))
+        if self.pool.workers > 1:  # it starts when a worker is free, and says so in its labelled lines
+            console.print(f"[dim]{name}: queued[/]")
+        else:
+            console.rule(f"[bold]{name}")
+        return Pending(self, name, place.folder, settings,
+                       self.pool.submit(name, function, kwargs, place.folder, resume))
 
 
 class Pending:
@@ -115,7 +119,7 @@ class EarlyAccuracy:
         ran_now = step.future is not None
         folder = step.result()
         if ran_now and name not in self.running:
-            self.running[name] = self.pool.call(measure_into_cache,
+            self.running[name] = self.pool.call(f"accuracy {name}", measure_into_cache,
                                                 {"model": str(folder), "cache": self.cache, **self.settings})
         return folder
 
