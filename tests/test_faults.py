@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -178,6 +179,51 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_holder(tmp_path, tin
     assert (out / "model.safetensors").is_file() and len(histories(out)[0]) == 6
 
 
+
+def _stop_politely(proc: "Proc", paused: list[int], how: signal.Signals = signal.SIGTERM) -> None:
+    """Send `how` to `proc` while the processes in `paused` are stopped (SIGSTOP), then let them go on: the stop
+    request lands mid-stage however fast the steps are."""
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    os.kill(proc.pid, how)
+    time.sleep(2)  # the experiment passes the stop on to its workers meanwhile
+    for pid in paused:
+        os.kill(pid, signal.SIGCONT)
+
+
+STOPPED_AT = re.compile(r"\[student fine-tuning\] stopped at step (\d+)/(\d+); its checkpoint is saved")
+
+
+def test_sigterm_saves_a_checkpoint_at_the_step_it_stops_and_resume_gives_the_uninterrupted_weights(
+        tmp_path, tiny_teacher_dir, data_dir):
+    """SIGTERM (a scheduler's time limit, `kill`) mid-stage: distill finishes its optimizer step, saves a checkpoint
+    there (not only at the last multiple of --save-every), releases its lock, says so in one line and exits 143;
+    --resume then ends where an uninterrupted run ends."""
+    args = ["distill", "--teacher", tiny_teacher_dir, "--data-dir", data_dir, "--task", "sib200",
+            "--target-langs", "de", "--strategy", "none", "--student-layers", "2", "--max-steps", "40",
+            "--save-every", "3", "--batch-size", "4", "--max-length", "32", "--seed", "5", "--no-evaluate"]
+    reference = Proc(tmp_path / "reference.log", *args, "--out", tmp_path / "reference")
+    out, work = tmp_path / "stopped", tmp_path / "stopped.partial"
+    proc = Proc(tmp_path / "stopped.log", *args, "--out", out)
+    proc.wait_until(lambda: checkpoint_step(work, "student") >= 3, "a step-3 checkpoint")
+    _stop_politely(proc, [proc.pid])
+    assert proc.wait() == 128 + signal.SIGTERM, proc.output
+    stopped = STOPPED_AT.search(proc.output)
+    assert stopped and int(stopped[2]) == 40, proc.output[-3000:]
+    step = int(stopped[1])
+    assert step % 3 and checkpoint_step(work, "student") == step  # saved where it stopped
+    assert own_lines(proc.output)[-1].startswith("stopped by SIGTERM: nothing half-written was published")
+    assert "Traceback" not in proc.output
+    assert not out.exists() and not (tmp_path / "stopped.lock").exists()  # the lock went with the process
+
+    resumed = Proc(tmp_path / "resumed.log", *args, "--out", out, "--resume").finish()
+    assert f"resumed at step {step}/40" in resumed
+    reference.finish()
+    assert_same_weights(tmp_path / "reference", out)
+    ref_losses = [h["loss"] for h in histories(tmp_path / "reference")[0]]
+    assert [h["loss"] for h in histories(out)[0]] == pytest.approx(ref_losses, abs=1e-5)
+
+
 # --- experiment ------------------------------------------------------------------------------------
 
 EXPERIMENT = """
@@ -273,6 +319,37 @@ def test_kill_9_during_experiment_then_rerun_gives_the_same_report(tmp_path, tin
     assert got_bench["accuracy"] == ref_bench["accuracy"]
     # the student killed mid-run is distilled and measured again; the teacher, made before the kill, is reused
     assert set(got_report["step_seconds"]) == {"distill none-s1", "accuracy none-s1", "benchmark"}
+
+
+
+def test_sigterm_to_an_experiment_with_workers_stops_each_step_at_a_checkpoint(tmp_path, tiny_teacher_dir, data_dir):
+    """SIGTERM to `experiment --workers 2`: it passes the stop on to its workers, whose students save a checkpoint
+    at the step they stop (each line labelled with its step), and exits 143 once they have ended, leaving no lock
+    and no worker behind; the rerun resumes from those checkpoints."""
+    config = tmp_path / "exp.toml"
+    config.write_text(EXPERIMENT.format(out=tmp_path / "exp", teacher=tiny_teacher_dir, data_dir=data_dir)
+                      .replace("max_steps = 8\nsave_every = 1", "max_steps = 40\nsave_every = 3")
+                      .replace("quantize = \"none\"", "quantize = \"none\"\nworkers = 2"))
+    work = tmp_path / "exp" / "students" / "none-s1.partial"
+    proc = Proc(tmp_path / "stopped.log", "experiment", "--config", config)
+    proc.wait_until(lambda: checkpoint_step(work, "student") >= 3, "a step-3 checkpoint of none-s1")
+    workers = [child for child in psutil.Process(proc.pid).children()
+               if "resource_tracker" not in " ".join(child.cmdline())]
+    assert len(workers) == 2, [child.cmdline() for child in workers]
+    _stop_politely(proc, [worker.pid for worker in workers])
+    assert proc.wait() == 128 + signal.SIGTERM, proc.output[-5000:]
+    stopped = re.search(r"\[distill none-s1\] " + STOPPED_AT.pattern, proc.output)
+    assert stopped, proc.output[-5000:]
+    step = int(stopped[1])
+    assert step % 3 and checkpoint_step(work, "student") == step
+    assert own_lines(proc.output)[-1].startswith("stopped by SIGTERM: nothing half-written was published")
+    assert "Traceback" not in proc.output, proc.output[-5000:]
+    psutil.wait_procs(workers, timeout=30)
+    assert not any(worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in workers)
+    assert list((tmp_path / "exp").rglob("*.lock")) == []
+
+    rerun = Proc(tmp_path / "rerun.log", "experiment", "--config", config).finish()
+    assert f"[distill none-s1] [student fine-tuning] resumed at step {step}/40" in rerun
 
 
 # --- corpus ----------------------------------------------------------------------------------------

@@ -60,12 +60,13 @@ def find_os_fault(exc: BaseException | None) -> OSError | None:
     return None
 
 
-def interrupted(exc: BaseException | None) -> bool:
-    """Whether `exc` is, or was raised while handling, a Ctrl-C (a library import may wrap it in its own error)."""
+def interruption(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C or stop request (kdcompress.stopping) that `exc` is, or was raised while handling (a library
+    import may wrap it in its own error)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, KeyboardInterrupt):
-            return True
+            return exc
         exc = exc.__cause__ or exc.__context__
-    return False
+    return None

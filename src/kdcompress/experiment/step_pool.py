@@ -9,6 +9,7 @@ the seconds it took; the parent alone decides reuse and records settings (kdcomp
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -18,6 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from kdcompress import stopping
 from kdcompress.experiment.worker_output import label_worker_output, labelled
 
 
@@ -33,7 +35,13 @@ def _labelled_call(label: str, note: str, function: Callable[..., Any], kwargs: 
     that it started: in a pool a step is queued when submitted and starts when a worker is free."""
     with labelled(label):
         print(f"started{note}", file=sys.stderr, flush=True)
-        return function(**kwargs)
+        try:
+            with stopping.stop_signals():
+                return function(**kwargs)
+        except stopping.Stopped as stop:
+            if os.getppid() != _parent_pid:  # stopped as its parent died: nobody waits for the worker's next step
+                os._exit(128 + stop.signum)
+            raise
 
 
 def _die_with_parent(parent: int) -> None:
@@ -49,8 +57,17 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+_parent_pid = 0
+
+
 def _start_worker(threads: int, parent: int) -> None:
+    global _parent_pid
+    _parent_pid = parent
     _die_with_parent(parent)
+    # While a step runs, the parent's death (above), the parent's stop and a Ctrl-C are stop requests: a training
+    # step ends at its next optimizer step with a checkpoint (kdcompress.stopping, in `_labelled_call`). An idle
+    # worker has nothing to save: SIGTERM ends it at once, and Ctrl-C reaches it through the parent's stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     label_worker_output()
     import torch
 
@@ -89,12 +106,26 @@ class StepPool:
             done: Future = Future()
             done.set_result(function(**kwargs))
             return done
-        return self._pool.submit(_labelled_call, name, note, function, kwargs)
+        # A stop raised inside submit would leave the executor's shutdown lock held, and the clean-up, which
+        # shuts the pool down, waiting for it forever.
+        with stopping.deferred():
+            return self._pool.submit(_labelled_call, name, note, function, kwargs)
 
     def close(self, cancel: bool = False) -> None:
+        """Wait for the workers to end; with `cancel` (the experiment is stopping), queued steps are dropped and
+        the running ones asked to stop (a training step then saves a checkpoint first)."""
         if self._pool is not None:
+            if cancel:
+                self._stop_workers()
             self._pool.shutdown(wait=True, cancel_futures=cancel)
             self._pool = None
+
+    def _stop_workers(self) -> None:
+        # The executor's private table of worker processes: the public API offers no way to reach a running task,
+        # and the process tree also holds multiprocessing's resource tracker, which must not be stopped.
+        for process in list(getattr(self._pool, "_processes", {}).values()):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(process.pid, signal.SIGTERM)
 
     def __enter__(self) -> "StepPool":
         return self

@@ -32,12 +32,13 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from kdcompress.progress import Progress
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
+from kdcompress import stopping
 from kdcompress.errors import KDCompressError
+from kdcompress.progress import Progress
 from kdcompress.training.finite_guard import check_loss, check_weights, overflow_guard
 
 Batch = dict[str, torch.Tensor]
@@ -225,7 +226,10 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
     modules_by_name = dict(zip(trainables, prepared_modules))
 
     started, examples_before = time.perf_counter(), examples_seen
-    with _progress_bar(disable=not accelerator.is_main_process) as bar:
+    # A stop request (Ctrl-C, SIGTERM) waits for the end of the optimizer step, where weights and optimizer state
+    # agree, and the loop saves a checkpoint there before it stops (kdcompress.stopping).
+    with _progress_bar(disable=not accelerator.is_main_process) as bar, \
+            stopping.at_safe_points("this training step, once its checkpoint is saved"):
         task = bar.add_task(settings.stage, total=total_steps, completed=step, loss=float("nan"), rate=0.0)
         while step < total_steps:
             epoch, offset = divmod(micro_step, batches_per_epoch)
@@ -268,7 +272,9 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 bar.update(task, completed=step, loss=window_loss, rate=(examples_seen - examples_before) / elapsed)
                 window_loss, window_examples = 0.0, 0
-                if accelerator.is_main_process and (step % settings.save_every == 0 or step == total_steps):
+                stopping_now = stopping.requested() is not None
+                if accelerator.is_main_process and (step % settings.save_every == 0 or step == total_steps
+                                                    or stopping_now):
                     unwrapped = {name: accelerator.unwrap_model(m) for name, m in zip(trainables, prepared_modules)}
                     check_weights(unwrapped.values(), stage=settings.stage, step=step,
                                   last_checkpoint=last_checkpoint)
@@ -278,6 +284,10 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
                                      "seconds": None if earlier_seconds is None
                                      else earlier_seconds + time.perf_counter() - started})
                     last_checkpoint = step
+                if stopping_now:
+                    accelerator.print(f"[{settings.stage}] stopped at step {step}/{total_steps}; its checkpoint is "
+                                      f"saved, so the same command resumes from it")
+                    stopping.check()
                 if step >= total_steps:
                     break
     accelerator.wait_for_everyone()
