@@ -299,18 +299,25 @@ corpus = ["{tmp_path / 'no-such-corpus'}"]
 
 def test_steps_run_side_by_side_with_workers_and_are_reused_by_a_serial_rerun(tmp_path, tiny_teacher_dir, data_dir):
     """workers = 2: the teacher beside the general student, then the students in worker processes, each once what
-    it starts from exists (`none` beside the teacher's fine-tuning); the folders and records are the serial run's,
-    so a rerun with one worker reuses every step."""
+    it starts from exists and a worker is free, every model measured before the next student starts; the folders
+    and records are the serial run's, so a rerun with one worker reuses every step."""
     config, out = _two_seed_experiment(tmp_path, "workers", tiny_teacher_dir, data_dir,
                                        ["none", "finetune", "pretrain"], "workers = 2")
     result = CliRunner().invoke(app, ["experiment", "--config", str(config)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "2 steps side by side" in result.output and "distill pretrain-s2: done in" in result.output
     lines = result.output.splitlines()
-    queued = {name: next(i for i, line in enumerate(lines) if f"distill {name}: queued" in line)
-              for name in ("none-s1", "finetune-s1")}
-    teacher_done = next(i for i, line in enumerate(lines) if "fine-tune the teacher: done in" in line)
-    assert queued["none-s1"] < teacher_done < queued["finetune-s1"], result.output
+    index = lambda text: next(i for i, line in enumerate(lines) if text in line)  # noqa: E731
+    # KD in fine-tuning waits for the teacher; `none` only for a free worker (the teacher and the general student
+    # take both at first), and comes first among the students of a seed
+    assert index("fine-tune the teacher: done in") < index("distill finetune-s1: queued"), result.output
+    assert min(index("fine-tune the teacher: done in"), index("distill general student (pretrain): done in")) \
+        < index("distill none-s1: queued") < index("distill finetune-s1: queued")
+    # each model goes to the pool for its accuracy as soon as it is seen finished, before any further student
+    for model, step in [("teacher", "fine-tune the teacher"),
+                        *[(f"{arm}-s{seed}", f"distill {arm}-s{seed}") for arm in ("none", "finetune", "pretrain")
+                          for seed in (1, 2)]]:
+        assert index(f"accuracy {model}: queued") == index(f"{step}: done in") + 1, result.output
     students = sorted(p.name for p in (out / "students").iterdir() if not p.name.startswith("general-"))
     assert students == ["finetune-s1", "finetune-s2", "none-s1", "none-s2", "pretrain-s1", "pretrain-s2"]
     for name in students:

@@ -58,8 +58,8 @@ def test_a_fresh_experiment_is_all_to_run_and_nothing_is_written(tmp_path, tiny_
     assert not (tmp_path / "exp").exists()
     # the classifier teacher is used as it is: no import or fine-tuning step; one general student for both seeds
     names = [line.split("│")[1].strip() for line in result.output.splitlines() if line.startswith("│")]
-    assert names == ["distill general student (pretrain)", "distill none-s1", "distill none-s2",
-                     "distill pretrain-s1", "distill pretrain-s2", "benchmark"]
+    assert names == ["distill general student (pretrain)", "distill none-s1", "distill pretrain-s1",
+                     "distill none-s2", "distill pretrain-s2", "benchmark"]  # seed by seed
     assert "6 to run: run the same `kdcompress experiment` command to continue" in result.output
 
 

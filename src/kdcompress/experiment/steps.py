@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import FIRST_COMPLETED, as_completed, wait
+from concurrent.futures import FIRST_COMPLETED, Future, as_completed, wait
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -91,9 +91,9 @@ class Pending:
         return self.folder
 
 
-def wait_for_any(steps: Iterable[Pending]) -> None:
-    """Return once one of `steps` still running has ended (at once when none is running)."""
-    running = [step.future for step in steps if not step.done()]
+def wait_for_any(futures: Iterable[Future]) -> None:
+    """Return once one of `futures` still running has ended (at once when none is running)."""
+    running = [future for future in futures if not future.done()]
     if running:
         wait(running, return_when=FIRST_COMPLETED)
 
@@ -106,22 +106,27 @@ def completion_order(pending: dict) -> Iterator:
 
 
 class EarlyAccuracy:
-    """Each model trained in this run is measured in the pool as soon as it exists, beside the students still
-    training, into the benchmark's accuracy cache (bench.accuracy_cache), which the benchmark step then reads back.
-    On the lent GPU the 12 students trained in 6.5 minutes and a benchmark of all 13 models after them outran the
-    call. Reused models are not measured early: the benchmark reads them from the cache or measures them itself."""
+    """Each model of the run is measured in the pool as soon as it exists, beside the students still training, into
+    the benchmark's accuracy cache (bench.accuracy_cache), which the benchmark step then reads back. On the lent GPU
+    the 12 students trained in 6.5 minutes and a benchmark of all 13 models after them outran the call. A model
+    reused from an earlier run is measured too: the languages the cache holds come back at once, and a study spread
+    over sessions measures the others as it goes rather than all at its end."""
 
     def __init__(self, pool: StepPool, *, cache: str, **settings):
         self.pool, self.cache, self.settings = pool, cache, settings
-        self.running: dict[str, object] = {}
+        self.running: dict[str, Future] = {}
 
     def after(self, step: Pending, name: str) -> Path:
-        ran_now = step.future is not None
         folder = step.result()
-        if ran_now and name not in self.running:
+        if not step.steps.dry and name not in self.running:
+            if self.pool.workers > 1:
+                console.print(f"[dim]accuracy {name}: queued[/]")
             self.running[name] = self.pool.call(f"accuracy {name}", measure_into_cache,
                                                 {"model": str(folder), "cache": self.cache, **self.settings})
         return folder
+
+    def in_flight(self) -> list[Future]:
+        return [future for future in self.running.values() if not future.done()]
 
     def collect(self, timings: dict[str, float]) -> None:
         for name, future in self.running.items():
