@@ -99,3 +99,50 @@ def test_each_line_a_worker_writes_names_its_step(tmp_path):
         assert started == [label + ("started (resuming its checkpoint)" if word == "alpha" else "started")]
         assert any(line.startswith(f"{label}{word} training: 2/2") for line in own), own
         assert any(line == f"{label}{word} from print, unfinished" for line in own), own  # ended at the step's end
+
+
+STOPPING_PARENT = textwrap.dedent("""
+    from stepping import step
+    from kdcompress import stopping
+    from kdcompress.experiment.step_pool import StepPool
+
+    with stopping.stop_signals(), StepPool(2) as pool:
+        futures = [pool.call(f"step {number}", step, {"number": number, "log": "steps.log"}) for number in range(5)]
+        for future in futures:
+            future.result()
+""")
+STEPPING = textwrap.dedent("""
+    import time
+    from kdcompress import stopping
+
+    def step(number, log):
+        with open(log, "a") as handle:
+            handle.write(f"started {number}\\n")
+        with stopping.at_safe_points("a step"):  # as the training loop: stop between steps
+            while not stopping.requested():
+                time.sleep(0.05)
+        with open(log, "a") as handle:
+            handle.write(f"stopped {number}\\n")
+        stopping.check()
+""")
+
+
+def test_a_stopped_pool_starts_none_of_its_queued_steps(tmp_path):
+    """SIGTERM to the parent while two steps run and three wait: the running two stop at their safe point, none of
+    the others starts (the executor had already handed each worker its next call), and the parent ends."""
+    (tmp_path / "stepping.py").write_text(STEPPING)
+    parent = subprocess.Popen([sys.executable, "-c", STOPPING_PARENT], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    log = tmp_path / "steps.log"
+    try:
+        deadline = time.monotonic() + 120
+        while not log.exists() or log.read_text().count("started") < 2:
+            assert parent.poll() is None, parent.stderr.read()
+            assert time.monotonic() < deadline, "the steps never started"
+            time.sleep(0.05)
+        os.kill(parent.pid, signal.SIGTERM)
+        _, stderr = parent.communicate(timeout=60)  # raises subprocess.TimeoutExpired while a worker runs on
+    finally:
+        parent.kill()
+    assert parent.returncode != 0 and "Stopped: SIGTERM" in stderr, stderr
+    assert sorted(log.read_text().splitlines()) == ["started 0", "started 1", "stopped 0", "stopped 1"]

@@ -33,12 +33,18 @@ def run_step(function: Callable[..., Any], kwargs: dict, target: Path, resume: b
 def _labelled_call(label: str, note: str, function: Callable[..., Any], kwargs: dict) -> Any:
     """`function(**kwargs)` in a worker, its output lines labelled (experiment.worker_output), after a line saying
     that it started: in a pool a step is queued when submitted and starts when a worker is free."""
+    global _stopped_by
+    if _stopped_by is not None:
+        # The executor hands each worker its next call before the current one ends: after a stop that call must
+        # not run (the stopped experiment waited 25 minutes for a queued student that had started).
+        raise stopping.Stopped(_stopped_by)
     with labelled(label):
         print(f"started{note}", file=sys.stderr, flush=True)
         try:
             with stopping.stop_signals():
                 return function(**kwargs)
         except stopping.Stopped as stop:
+            _stopped_by = stop.signum
             if os.getppid() != _parent_pid:  # stopped as its parent died: nobody waits for the worker's next step
                 os._exit(128 + stop.signum)
             raise
@@ -58,6 +64,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 _parent_pid = 0
+_stopped_by: int | None = None  # the signal that stopped a step of this worker: it runs nothing more
 
 
 def _start_worker(threads: int, parent: int) -> None:
@@ -117,7 +124,11 @@ class StepPool:
         if self._pool is not None:
             if cancel:
                 self._stop_workers()
-            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            try:
+                self._pool.shutdown(wait=True, cancel_futures=cancel)
+            except KeyboardInterrupt:  # a second request while the workers stop: they stop at once
+                self._stop_workers()
+                raise
             self._pool = None
 
     def _stop_workers(self) -> None:
