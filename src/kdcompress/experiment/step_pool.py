@@ -36,7 +36,7 @@ def _labelled_call(label: str, note: str, function: Callable[..., Any], kwargs: 
     global _stopped_by
     if _stopped_by is not None:
         # The executor hands each worker its next call before the current one ends: after a stop that call must
-        # not run (the stopped experiment waited 25 minutes for a queued student that had started).
+        # not run (a stopped CPU XNLI study went on to train a queued student, and its experiment waited for it).
         raise stopping.Stopped(_stopped_by)
     with labelled(label):
         print(f"started{note}", file=sys.stderr, flush=True)
