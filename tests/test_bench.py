@@ -476,7 +476,7 @@ def test_bench_openvino_without_the_extra_is_one_line(sib_models, data_dir, tmp_
         BenchConfig.from_dict({"runtime": "tensorrt"})
 
 
-def test_the_accuracy_cache_reuses_only_what_matches(sib_models, data_dir, tmp_path):
+def test_the_accuracy_cache_reuses_only_what_matches(sib_models, data_dir, tmp_path, capfd):
     """A second bench reads every language back; other model bytes, another runner or other examples are measured."""
     import shutil
 
@@ -516,8 +516,10 @@ def test_the_accuracy_cache_reuses_only_what_matches(sib_models, data_dir, tmp_p
     settings = dict(model=str(sib_models["pt"]), cache=str(fresh), task="sib200", split="test", langs=["en", "de"],
                     limit=6, data_dir=str(data_dir), device="cpu", threads=1, max_length=None, sentence_hits=False,
                     eval_batch_size=32)
+    capfd.readouterr()
     seconds, measured = measure_into_cache(**settings)
     assert seconds > 0 and measured == 2 and len(list(fresh.glob("*.json"))) == 2
+    assert re.search(r"test accuracy .*12/12", capfd.readouterr().err)  # its progress, in a log too
     assert measure_into_cache(**settings)[1] == 0  # all read back
     read_back = run_bench(config, models={"pt": str(sib_models["pt"])}, out=tmp_path / "r4",
                           **{**common, "accuracy_cache": str(fresh)}).payload["accuracy"]["pt"]["per_language"]

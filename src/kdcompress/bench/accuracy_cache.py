@@ -112,10 +112,13 @@ def measure_into_cache(*, model: str, cache: str, task: str, split: str, langs: 
     """Measure one model's accuracy into `cache`, as `bench` with the same settings would (an experiment's step
     pool runs this right after a student is trained). Returns the seconds it took and how many languages it
     measured (not read back)."""
+    import torch
+    from rich.console import Console
+
     from kdcompress.bench import accuracy as acc
+    from kdcompress.bench.run import bench_progress
     from kdcompress.bench.runners import load_runner
     from kdcompress.data.tasks import get_task
-    import torch
 
     started = time.perf_counter()
     task_row = get_task(task)
@@ -123,6 +126,9 @@ def measure_into_cache(*, model: str, cache: str, task: str, split: str, langs: 
     runner = load_runner(model, device, threads or torch.get_num_threads(), max_length=max_length)
     mapping = acc.label_mapping(runner.labels, task_row, model_name=Path(model).name)
     examples = {lang: acc.sample_examples(task_row.load(split, lang, data_dir=data_dir), limit) for lang in langs}
-    results = acc.evaluate(runner, mapping, examples, batch_size=eval_batch_size, sentence_hits=sentence_hits,
-                           cache=AccuracyCache(cache))
+    # a full test set in 15 languages keeps a worker's CPU core busy for many minutes: a log shows it going
+    with bench_progress(Console(stderr=True), quiet=False) as progress:
+        job = progress.add_task("test accuracy", total=sum(len(rows) for rows in examples.values()))
+        results = acc.evaluate(runner, mapping, examples, batch_size=eval_batch_size, sentence_hits=sentence_hits,
+                               cache=AccuracyCache(cache), on_batch=lambda count: progress.advance(job, count))
     return time.perf_counter() - started, sum(not row.get("reused") for row in results.values())

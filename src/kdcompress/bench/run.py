@@ -82,7 +82,7 @@ def pareto_front(points: Mapping[str, tuple[float, float]]) -> set[str]:
     return front
 
 
-def _progress(console, quiet: bool):
+def bench_progress(console, quiet: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
     from kdcompress.progress import Progress
 
@@ -286,7 +286,7 @@ def _measure(plan: BenchConfig, specs: Mapping[str, ModelSpec], task: Task, exam
             runners, mappings = _load_models(plan, specs, task)
             model_info = {name: {**runner.describe(), "load_seconds": runner.load_seconds,
                                  "load_measured_in": "bench process"} for name, runner in runners.items()}
-            with _progress(progress_console, plan.quiet) as progress:
+            with bench_progress(progress_console, plan.quiet) as progress:
                 timed_runners = {name: runners[name] for name in plan.latency_models}
                 if plan.memory:
                     _probe_memory(timed_runners, model_info, progress, plan)
