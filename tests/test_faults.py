@@ -179,13 +179,12 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_holder(tmp_path, tin
     assert (out / "model.safetensors").is_file() and len(histories(out)[0]) == 6
 
 
-
-def _stop_politely(proc: "Proc", paused: list[int], how: signal.Signals = signal.SIGTERM) -> None:
-    """Send `how` to `proc` while the processes in `paused` are stopped (SIGSTOP), then let them go on: the stop
+def _stop_politely(proc: Proc, paused: list[int]) -> None:
+    """SIGTERM to `proc` while the processes in `paused` are stopped (SIGSTOP), then let them go on: the stop
     request lands mid-stage however fast the steps are."""
     for pid in paused:
         os.kill(pid, signal.SIGSTOP)
-    os.kill(proc.pid, how)
+    os.kill(proc.pid, signal.SIGTERM)
     time.sleep(2)  # the experiment passes the stop on to its workers meanwhile
     for pid in paused:
         os.kill(pid, signal.SIGCONT)
@@ -319,7 +318,6 @@ def test_kill_9_during_experiment_then_rerun_gives_the_same_report(tmp_path, tin
     assert got_bench["accuracy"] == ref_bench["accuracy"]
     # the student killed mid-run is distilled and measured again; the teacher, made before the kill, is reused
     assert set(got_report["step_seconds"]) == {"distill none-s1", "accuracy none-s1", "benchmark"}
-
 
 
 def test_sigterm_to_an_experiment_with_workers_stops_each_step_at_a_checkpoint(tmp_path, tiny_teacher_dir, data_dir):
