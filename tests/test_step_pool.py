@@ -65,7 +65,7 @@ TALKING_PARENT = textwrap.dedent("""
     print("parent after the pool")
 """)
 TALKING = textwrap.dedent("""
-    import sys, warnings
+    import warnings
     from rich.console import Console
     from kdcompress.progress import Progress
 
@@ -131,8 +131,9 @@ def test_a_stopped_pool_starts_none_of_its_queued_steps(tmp_path):
     """SIGTERM to the parent while two steps run and three wait: the running two stop at their safe point, none of
     the others starts (the executor had already handed each worker its next call), and the parent ends."""
     (tmp_path / "stepping.py").write_text(STEPPING)
+    path = f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     parent = subprocess.Popen([sys.executable, "-c", STOPPING_PARENT], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+                              env={**os.environ, "PYTHONPATH": path})
     log = tmp_path / "steps.log"
     try:
         deadline = time.monotonic() + 120
