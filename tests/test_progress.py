@@ -1,4 +1,5 @@
-"""Progress in a log: rich draws nothing there, so a plain line per task every interval and at its end."""
+"""Progress and messages in a log: rich draws nothing there, so a plain line per task every interval and at its
+end; a message keeps its one line."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import io
 
 from rich.console import Console
 
+from kdcompress.console import stderr_console
 from kdcompress.progress import Progress
 
 
@@ -48,3 +50,11 @@ def test_a_run_of_short_tasks_still_says_a_line_each_interval(monkeypatch):
                 progress.advance(task)
     said = [line.split(":")[0] for line in log.getvalue().splitlines() if line.startswith("accuracy")]
     assert said == ["accuracy b", "accuracy c"]  # at 60 s and at 120 s: 60 s of quiet, then a line
+
+
+def test_a_message_keeps_its_line_in_a_log(capsys):
+    """In a log or a pipe rich wrapped messages at a made-up 80 columns, splitting "resuming the unfinished run in
+    <path>" over two lines; kdcompress's stderr console leaves wrapping to terminals."""
+    message = "resuming the unfinished run in " + "runs/xnli_converged/students/" * 4 + "none-s2.partial"
+    stderr_console().print(message)
+    assert capsys.readouterr().err == message + "\n"

@@ -66,11 +66,11 @@ TALKING_PARENT = textwrap.dedent("""
 """)
 TALKING = textwrap.dedent("""
     import warnings
-    from rich.console import Console
+    from kdcompress.console import stderr_console
     from kdcompress.progress import Progress
 
     def talk(word, out, resume):
-        Console(stderr=True).print(f"{word} from a rich console, a long line " + "x" * 100)
+        stderr_console().print(f"{word} from a rich console, a long line " + "x" * 100)
         warnings.warn(f"{word} as a warning")
         with Progress(log_interval=0) as bar:
             task = bar.add_task(f"{word} training", total=2)
@@ -84,7 +84,8 @@ TALKING = textwrap.dedent("""
 
 def test_each_line_a_worker_writes_names_its_step(tmp_path):
     """Two steps side by side in one log: every line of theirs (rich consoles, print, warnings, progress lines)
-    begins with its step's name; the step's first line says that it started (and whether it resumes)."""
+    begins with its step's name, and a long message stays one line (rich wrapped it at 80 columns in a log, each
+    piece labelled); the step's first line says that it started (and whether it resumes)."""
     (tmp_path / "talking.py").write_text(TALKING)
     parent = subprocess.run([sys.executable, "-c", TALKING_PARENT], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300, env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}"
@@ -99,6 +100,7 @@ def test_each_line_a_worker_writes_names_its_step(tmp_path):
         assert started == [label + ("started (resuming its checkpoint)" if word == "alpha" else "started")]
         assert any(line.startswith(f"{label}{word} training: 2/2") for line in own), own
         assert any(line == f"{label}{word} from print, unfinished" for line in own), own  # ended at the step's end
+        assert f"{label}{word} from a rich console, a long line " + "x" * 100 in own, own
 
 
 STOPPING_PARENT = textwrap.dedent("""

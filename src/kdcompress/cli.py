@@ -22,6 +22,7 @@ from kdcompress.bench.config import BenchConfig
 from kdcompress.cli_options import (argument_parameter, config_parameter, given, option_parameter,
                                     settings_command, settings_parameters)
 from kdcompress.compress.config import CompressConfig, load_compress_config
+from kdcompress.console import stderr_console
 from kdcompress.data.corpus_builder import CorpusConfig
 from kdcompress.deploy.config import ExportConfig
 from kdcompress.errors import KDCompressError
@@ -33,7 +34,7 @@ from kdcompress.training.config import DistillConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Distill, export and benchmark compact multilingual BERT-style encoders for CPU serving.")
-err_console = Console(stderr=True)
+err_console = stderr_console()
 
 #: Exit status when --accuracy-goal (export) or the budget (compress) was not met.
 EXIT_ACCURACY_GOAL_MISSED = 3

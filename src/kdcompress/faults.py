@@ -17,11 +17,12 @@ from rich.console import Console
 from rich.text import Text
 
 from kdcompress import stopping
+from kdcompress.console import stderr_console
 from kdcompress.errors import KDCompressError
 from kdcompress.os_errors import find_os_fault, interruption, os_fault_message
 
 EXIT_USER_ERROR = 2
-_err_console = Console(stderr=True)
+_err_console = stderr_console()
 
 
 def report_fault(exc: Exception, console: Console) -> int:

@@ -113,7 +113,7 @@ def measure_into_cache(*, model: str, cache: str, task: str, split: str, langs: 
     pool runs this right after a student is trained). Returns the seconds it took and how many languages it
     measured (not read back)."""
     import torch
-    from rich.console import Console
+    from kdcompress.console import stderr_console
 
     from kdcompress.bench import accuracy as acc
     from kdcompress.bench.run import bench_progress
@@ -127,7 +127,7 @@ def measure_into_cache(*, model: str, cache: str, task: str, split: str, langs: 
     mapping = acc.label_mapping(runner.labels, task_row, model_name=Path(model).name)
     examples = {lang: acc.sample_examples(task_row.load(split, lang, data_dir=data_dir), limit) for lang in langs}
     # a full test set in 15 languages keeps a worker's CPU core busy for many minutes: a log shows it going
-    with bench_progress(Console(stderr=True), quiet=False) as progress:
+    with bench_progress(stderr_console(), quiet=False) as progress:
         job = progress.add_task("test accuracy", total=sum(len(rows) for rows in examples.values()))
         results = acc.evaluate(runner, mapping, examples, batch_size=eval_batch_size, sentence_hits=sentence_hits,
                                cache=AccuracyCache(cache), on_batch=lambda count: progress.advance(job, count))

@@ -325,7 +325,7 @@ def run_bench(config: BenchConfig | None = None, *, console=None, **overrides: A
     (overrides win). `latency_models` must include the baseline; every model gets accuracy.
     `console`: where the closing table goes (default: stdout). Returns the folder and bench.json's payload.
     """
-    from rich.console import Console
+    from kdcompress.console import stderr_console
 
     cfg = build(BenchConfig, config, overrides)
     console = console or report_console()
@@ -342,7 +342,7 @@ def run_bench(config: BenchConfig | None = None, *, console=None, **overrides: A
     warnings = busy_machine_warnings(plan.threads) + runtime_notes
 
     # --- measure ---------------------------------------------------------------------------
-    model_info, accuracy, latency = _measure(plan, specs, task, examples, Console(stderr=True))
+    model_info, accuracy, latency = _measure(plan, specs, task, examples, stderr_console())
 
     # --- report ----------------------------------------------------------------------------
     settings = _settings_record(plan, task, "set by --threads" if cfg.threads else "physical cores")

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from rich.console import Console
 
 from kdcompress.compress.budget import Budget, gaps_to_teacher
 from kdcompress.compress.candidates import Candidate, cheapest_first, parse_candidates
@@ -24,11 +23,12 @@ from kdcompress.compress.forms import Form, forms_for, static_lengths_for
 from kdcompress.compress.frontier import Frontier, build_frontier
 from kdcompress.compress.reference import REFERENCE_NAME, make_reference
 from kdcompress.compress.steps import Steps
+from kdcompress.console import stderr_console
 from kdcompress.errors import KDCompressError
 from kdcompress.experiment.config import IMPORTABLE_TEACHERS
 from kdcompress.io import atomic_output_dir, check_writable_output, read_json
 
-console = Console(stderr=True)
+console = stderr_console()
 
 
 

@@ -11,15 +11,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from rich.console import Console
 
+from kdcompress.console import stderr_console
 from kdcompress.io import write_json_atomic
 from kdcompress.reuse import record_settings, settings_hash
 from kdcompress.runtime.backends import read_json_dict
 
 WALL_TIME_RECORD = "step-wall-time.json"
 
-console = Console(stderr=True)
+console = stderr_console()
 
 # Settings that change where or how a step runs, not what it makes.
 _NOT_PART_OF_THE_RESULT = {"out", "resume", "overwrite", "progress", "quiet", "command", "teacher_logits_cache"}

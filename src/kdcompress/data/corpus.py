@@ -15,8 +15,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from rich.console import Console
 
+from kdcompress.console import stderr_console
 from kdcompress.data.tasks import Task
 from kdcompress.errors import KDCompressError
 
@@ -73,7 +73,7 @@ def _built_corpus_text(path: Path, langs: list[str], max_sentences: int) -> list
         raise KDCompressError(f"corpus {path} has no text for any of the languages {', '.join(langs)}; rebuild it "
                               "with `kdcompress corpus --langs` naming them")
     if missing:  # generic text does not exist for every language; say so rather than fail the run
-        Console(stderr=True).print(f"[yellow]note[/]: corpus {path} has no text for {', '.join(missing)}; "
+        stderr_console().print(f"[yellow]note[/]: corpus {path} has no text for {', '.join(missing)}; "
                                    "they get none from it")
     per_lang = {lang: texts for lang, texts in per_lang.items() if texts}
     chosen: list[str] = []

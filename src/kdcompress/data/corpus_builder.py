@@ -174,12 +174,12 @@ def _quotas(available: dict[str, int], per_lang: int, total: int) -> dict[str, i
 
 
 def _progress(enabled: bool):
-    from rich.console import Console
+    from kdcompress.console import stderr_console
     from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeElapsedColumn
     from kdcompress.progress import Progress
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=True, disable=not enabled)
+                    console=stderr_console(), transient=True, disable=not enabled)
 
 
 def _sha256(path: Path) -> str:

@@ -11,9 +11,9 @@ class Progress:
     """Stage-by-stage progress on stderr (rich), silent when `enabled` is False; records each stage's time."""
 
     def __init__(self, enabled: bool):
-        from rich.console import Console
+        from kdcompress.console import stderr_console
 
-        self.console = Console(stderr=True, quiet=not enabled)
+        self.console = stderr_console(quiet=not enabled)
         self.timings: dict[str, float] = {}
 
     @contextlib.contextmanager

@@ -14,6 +14,7 @@ from typing import Iterator
 
 from rich.console import Console
 
+from kdcompress.console import stderr_console
 from kdcompress.data.tasks import get_task, normalise_lang, resolve_languages
 from kdcompress.experiment.config import IMPORTABLE_TEACHERS, ExperimentConfig
 from kdcompress.experiment.step_pool import StepPool, cpu_note
@@ -30,7 +31,7 @@ from kdcompress.runtime.registry import get_runtime
 from kdcompress.training.config import DistillConfig
 from kdcompress.training.strategies import get_strategy
 
-console = Console(stderr=True)
+console = stderr_console()
 
 
 # The settings that shape a general student: arms that agree on these share one.

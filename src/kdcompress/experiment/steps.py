@@ -8,13 +8,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, as_completed, wait
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from rich.console import Console
 
 from kdcompress.bench.accuracy_cache import measure_into_cache
+from kdcompress.console import stderr_console
 from kdcompress.experiment.step_pool import StepPool
 from kdcompress.reuse import StepPlace, describe_changes, place_step, record_settings
 
-console = Console(stderr=True)
+console = stderr_console()
 
 
 class Steps:

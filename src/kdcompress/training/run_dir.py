@@ -21,13 +21,13 @@ from typing import Callable, Iterator
 
 import torch
 from accelerate import PartialState
-from rich.console import Console
 
+from kdcompress.console import stderr_console
 from kdcompress.errors import KDCompressError
 from kdcompress.io import check_writable_output, read_json, refuse_existing, write_json_atomic
 from kdcompress.locks import output_lock
 
-console = Console(stderr=True)
+console = stderr_console()
 # Settings that say how a run is carried out, not what it makes: a resume may change them.
 _RUN_CONTROL = ("resume", "overwrite", "teacher_logits_cache")
 

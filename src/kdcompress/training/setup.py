@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
+from kdcompress.console import stderr_console
 from kdcompress.data.corpus import load_corpus
 from kdcompress.data.tasks import Example, Task, data_dir_from_env, fingerprint, get_task, resolve_languages
 from kdcompress.errors import KDCompressError
@@ -28,7 +28,7 @@ from kdcompress.training.transfer_set import TransferSet, build_transfer_set
 from kdcompress.training.students import StudentPlan, plan_student
 from kdcompress.training.vocab import character_token_ids, collect_token_ids, trim_tokenizer
 
-console = Console(stderr=True)
+console = stderr_console()
 
 
 @dataclass(frozen=True)
