@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from kdcompress.bench.config import BenchConfig
 from kdcompress.cli_options import (argument_parameter, config_parameter, given, option_parameter,
                                     settings_command, settings_parameters)
 from kdcompress.compress.config import CompressConfig, load_compress_config
-from kdcompress.console import stderr_console
+from kdcompress.console import report_console, stderr_console
 from kdcompress.data.corpus_builder import CorpusConfig
 from kdcompress.deploy.config import ExportConfig
 from kdcompress.errors import KDCompressError
@@ -177,7 +176,7 @@ def experiment_status_command(**values) -> None:
     from kdcompress.experiment import experiment_status
     from kdcompress.experiment.status import print_status
 
-    print_status(experiment_status(_experiment_settings(values)), Console())
+    print_status(experiment_status(_experiment_settings(values)), report_console())
 
 
 @command("compress", [config_parameter("compress", help_text="TOML file with a [compress] table (and optional "
@@ -192,7 +191,7 @@ def compress_command(**values) -> None:
     settings = (load_compress_config(config, **given(values)) if config
                 else CompressConfig.from_dict(given(values), where="the command line"))
     result = run_compress(settings)
-    print_frontier(result.frontier, Console())
+    print_frontier(result.frontier, report_console())
     if not result.met:
         raise typer.Exit(code=EXIT_ACCURACY_GOAL_MISSED)
 

@@ -174,18 +174,9 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines)
 
 
-def report_console():
-    """A console for the tables: as wide as the terminal, or wide enough not to squash them in a log file."""
-    import os
-    import sys
-
-    from rich.console import Console
-
-    redirected = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(width=160 if redirected else None)
-
-
 def print_report(result: dict, console=None) -> None:
+    from kdcompress.console import report_console
+
     console = console or report_console()
     console.print(f"[bold]Machine:[/] {cpu_summary(result['machine'])}; "
                   f"{_threads(result['settings']['threads'])} ({result['settings']['threads_source']})",

@@ -25,7 +25,7 @@ from kdcompress.bench.config import BenchConfig
 from kdcompress.bench.model_specs import expand_runtimes
 from kdcompress.bench.latency import REAL, Cell, make_cells, make_workload, measure_cell, text_batches
 from kdcompress.machine import machine_facts, physical_cores
-from kdcompress.bench.report import REPORT_FILES, print_report, report_console, write_report
+from kdcompress.bench.report import REPORT_FILES, print_report, write_report
 from kdcompress.bench.runners import Runner, load_runner
 from kdcompress.data.tasks import Example, Task, fingerprint, get_task, resolve_languages
 from kdcompress.errors import KDCompressError
@@ -325,7 +325,7 @@ def run_bench(config: BenchConfig | None = None, *, console=None, **overrides: A
     (overrides win). `latency_models` must include the baseline; every model gets accuracy.
     `console`: where the closing table goes (default: stdout). Returns the folder and bench.json's payload.
     """
-    from kdcompress.console import stderr_console
+    from kdcompress.console import report_console, stderr_console
 
     cfg = build(BenchConfig, config, overrides)
     console = console or report_console()

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from rich.console import Console
 
-from kdcompress.console import stderr_console
+from kdcompress.console import report_console, stderr_console
 from kdcompress.data.tasks import get_task, normalise_lang, resolve_languages
 from kdcompress.experiment.config import IMPORTABLE_TEACHERS, ExperimentConfig
 from kdcompress.experiment.step_pool import StepPool, cpu_note
@@ -386,7 +385,7 @@ def _run(plan: _Plan, steps: Steps) -> Path:
         timings=steps.timings, wall_seconds=time.perf_counter() - started,
         corpus_sentences=general_student.corpus_sentences(),
         step_dirs={**step_dirs, **general_student.step_dirs()}, teacher=own["teacher"], compared=compared))
-    print_summary(summary, Console())
+    print_summary(summary, report_console())
     for claim in claims:
         console.print(f"[bold]{claim['claim']}[/]: {claim['verdict']}")
     console.print(f"[bold green]report: {report_dir / 'experiment.md'}[/]")
