@@ -40,6 +40,20 @@ def test_every_strategy_runs_from_the_cli(tmp_path, tiny_teacher_dir, data_dir, 
     assert dev["per_language"]["de"]["n"] == 99
 
 
+def test_one_process_trains_in_one_precision_then_another(tmp_path, tiny_teacher_dir, data_dir):
+    """Accelerate keeps one state per process: a second run in another --mixed-precision (the API called twice, an
+    experiment's worker whose arms differ) failed with "AcceleratorState has already been initialized"."""
+    from accelerate.state import AcceleratorState
+
+    for run, precision in enumerate(("no", "bf16", "no")):
+        out = tmp_path / f"student-{run}"
+        result = run_cli("--teacher", tiny_teacher_dir, "--data-dir", data_dir, "--strategy", "none", "--out", out,
+                         "--mixed-precision", precision, *QUICK)
+        assert result.exit_code == 0, result.output
+        assert AcceleratorState().mixed_precision == precision  # the run trained in the precision it was asked for
+        assert json.loads((out / "distill.json").read_text())["config"]["mixed_precision"] == precision
+
+
 def test_trimmed_narrow_student_loads_with_its_tokenizer(tmp_path, tiny_teacher_dir, data_dir):
     from transformers import AutoTokenizer
 

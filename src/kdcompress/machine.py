@@ -17,7 +17,7 @@ import psutil
 
 # The instruction-set extensions that decide which fp32/int8 kernels ONNX Runtime and PyTorch pick.
 CPU_FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-                         "amx_tile", "amx_int8")
+                         "amx_tile", "amx_int8", "amx_bf16")
 LIBRARIES = ("kdcompress", "torch", "onnxruntime", "onnxruntime-gpu", "onnx", "transformers", "tokenizers",
              "numpy", "safetensors")
 
@@ -126,7 +126,7 @@ def cpu_summary(facts: dict) -> str:
     cpu = facts["cpu"]
     flags = cpu["flags"]
     names = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
-             "amx_int8": "AMX-INT8"}
+             "avx512_bf16": "AVX512-BF16", "amx_int8": "AMX-INT8", "amx_bf16": "AMX-BF16"}
     present = [label for flag, label in names.items() if flags.get(flag)]
     if all(value is None for value in flags.values()):
         present = ["CPU flags unknown"]

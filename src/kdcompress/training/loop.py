@@ -30,6 +30,7 @@ from typing import Callable
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
@@ -184,6 +185,11 @@ def run_training(*, settings: LoopSettings, model: torch.nn.Module, dataset_size
 
     `frozen_modules` (teachers) are moved to the training device and kept in eval mode.
     """
+    # Accelerate keeps one state per process and refuses a second Accelerator with another mixed precision ("has
+    # already been initialized"), so a process that trains twice (the API, an experiment's worker, arms that differ
+    # in --mixed-precision) failed at its second run. Each run starts the Accelerator's state afresh; the process
+    # group of a distributed launch (accelerate's PartialState) stays. Private, but it is accelerate's own test reset.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(gradient_accumulation_steps=settings.grad_accum,
                               mixed_precision=resolve_mixed_precision(settings.mixed_precision),
                               cpu=not torch.cuda.is_available(),
