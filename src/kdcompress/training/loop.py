@@ -81,7 +81,9 @@ def resolve_mixed_precision(setting: str) -> str:
         return setting
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"  # CPU autocast to bf16 is slower than fp32 on CPUs without AMX
+    # float32 on every CPU: one setting gives the same numbers on every machine (an experiment reuses steps by their
+    # settings); bf16 pays only where the CPU has AMX, by an amount benchmarks/cpu_training_precision.py measures.
+    return "no"
 
 
 def _step_seed(seed: int, step: int, rank: int = 0) -> int:
