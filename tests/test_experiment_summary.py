@@ -55,6 +55,21 @@ def test_disagreeing_seeds_are_inconclusive(results):
     assert c1["verdict"].startswith("inconclusive")
 
 
+def test_arms_are_compared_on_the_seeds_both_have(results):
+    """Read before its last seeds were trained, a study put one arm's two seeds against the other's one: the
+    comparison now uses the common seeds only, says which were left out, and pairs them by seed, not by position."""
+    refs, accuracy, headline = results
+    accuracy["finetune-s3"] = _acc(0.87, {"de": 0.90, "sw": 0.90})  # finetune far ahead on a seed pretrain lacks
+    refs = [r for r in refs if r.name != "finetune-s1"] + [ModelRef("finetune-s3", "finetune", 3, "pytorch")]
+    c1 = assess_claims(aggregate(refs, accuracy, headline, source_lang="en"))[0]
+    ev = c1["evidence"]
+    assert ev["seeds"] == 1 and ev["seeds_left_out"] == [1, 3]
+    assert ev["paired_diffs"] == pytest.approx([0.65 - 0.56])  # seed 2 against seed 2, at positions 2 and 1
+    assert ev["target_diff"] == pytest.approx(0.65 - 0.56) and ev["languages_better"] == 2
+    assert c1["verdict"] == "supported (one seed: indicative only)"
+    assert "(seeds 1, 3 left out: not trained for both)" in render_claims([c1])[-1]
+
+
 def test_missing_strategies_are_not_tested(results):
     refs, accuracy, headline = results
     refs = [r for r in refs if r.group != "none"]

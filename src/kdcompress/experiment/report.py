@@ -89,6 +89,12 @@ def _fastest_line(bench: dict, cell: str) -> list[str]:
     return ["", f"Fastest model and runtime at {cell}: `{name}`, {timed[name]:.1f} ms median{versus}."]
 
 
+def _left_out(seeds: list | None) -> str:
+    if not seeds:
+        return ""
+    return f" ({'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))} left out: not trained for both)"
+
+
 def render_claims(claims: list[dict]) -> list[str]:
     lines = ["", "## The paper's claims, on these numbers", ""]
     for claim in claims:
@@ -98,7 +104,8 @@ def render_claims(claims: list[dict]) -> list[str]:
             lines.append(f"  `{ev['ahead']}` minus `{ev['behind']}`: target average {100 * ev['target_diff']:+.1f} points "
                          f"(seed spread {100 * ev['spread']:.1f}); `{ev['ahead']}` ahead in "
                          f"{ev['seeds_agreeing']}/{ev['seeds']} seeds and in {_leads(ev)}; "
-                         f"source language {100 * ev['source_diff']:+.1f} points.")
+                         f"source language {100 * ev['source_diff']:+.1f} points"
+                         + _left_out(ev.get("seeds_left_out")) + ".")
     return lines
 
 

@@ -71,7 +71,15 @@ def _compare(summary: dict, better: str, worse: str) -> dict | None:
 
 
 def compare_rows(a: dict, b: dict, better: str, worse: str) -> dict:
-    """Row `a` (named `better`) minus row `b` (`worse`): target average paired by seed, per-language wins, source."""
+    """Row `a` (named `better`) minus row `b` (`worse`): target average paired by seed, per-language wins, source.
+
+    Only the seeds both rows have are compared. Means over different seed sets compare different runs: a study
+    read before its last seeds were trained (or another experiment with fewer seeds) put one arm's two seeds
+    against the other's one, and the pairing by position dropped a pair whose seeds sat at different places."""
+    common = [seed for seed in a["seeds"] if seed in b["seeds"]]
+    unpaired = sorted({*a["seeds"], *b["seeds"]} - set(common), key=str)
+    if common and unpaired:
+        a, b = on_seeds(a, common), on_seeds(b, common)
     paired = [(x - y) for x, y, sa, sb in zip(a["target_average"]["values"], b["target_average"]["values"],
                                               a["seeds"], b["seeds"]) if sa == sb]
     diff = a["target_average"]["mean"] - b["target_average"]["mean"]
@@ -82,7 +90,23 @@ def compare_rows(a: dict, b: dict, better: str, worse: str) -> dict:
             "seeds_agreeing": sum(lead_or_tie(d) == "lead" for d in paired), "seeds": len(paired),
             "source_diff": a["source"]["mean"] - b["source"]["mean"],
             "languages_better": outcomes.count("lead"), "languages_tied": outcomes.count("tie"),
-            "languages": len(langs)}
+            "languages": len(langs), "seeds_left_out": unpaired if common else []}
+
+
+def on_seeds(row: dict, seeds: list) -> dict:
+    """An `aggregate` row on `seeds` only (in that order), its means and spreads recomputed."""
+    keep = [row["seeds"].index(seed) for seed in seeds]
+
+    def numbers(stat: dict) -> dict:
+        values = [stat["values"][i] for i in keep]
+        return {"mean": mean(values), "std": _spread(values), "values": values}
+
+    restricted = {**row, "seeds": list(seeds), "source": numbers(row["source"]),
+                  "target_average": numbers(row["target_average"]),
+                  "per_language": {lang: numbers(stat) for lang, stat in row["per_language"].items()}}
+    if "models" in row:
+        restricted["models"] = [row["models"][i] for i in keep]
+    return restricted
 
 
 def verdict(comparison: dict) -> str:
