@@ -74,7 +74,7 @@ def _test_section(cache: Path, source: str, targets: list[str]) -> None:
     print("| model | seeds | English | target average | gap: target / English | worst target (gap) |")
     print("|---|---|---|---|---|---|")
     teacher = summary.get("teacher/pytorch")
-    for key, row in summary.items():
+    for key, row in sorted(summary.items(), key=lambda item: _table_position(item[1]["group"])):
         values = lambda part: _mean_sd(row[part]["values"])  # noqa: E731
         gap = worst = "–"
         if teacher and key != "teacher/pytorch":
@@ -89,6 +89,12 @@ def _test_section(cache: Path, source: str, targets: list[str]) -> None:
     claims = assess_claims(summary, transfer_arms=tuple(r["group"] for r in summary.values()
                                                         if r["group"].startswith("transfer")))
     print("\n".join(render_claims(claims)).replace("on these numbers", "on these test numbers"))
+
+
+def _table_position(group: str) -> tuple[int, str]:
+    """The teacher, then the paper's arms in its order, then the others by name (the cache's order is its hashes')."""
+    order = ["teacher", "none", "finetune", "pretrain"]
+    return (order.index(group) if group in order else len(order), group)
 
 
 def _dev_table(teacher_dev: dict, arms: dict[str, list[Path]]) -> None:
