@@ -113,10 +113,10 @@ def measure_into_cache(*, model: str, cache: str, task: str, split: str, langs: 
     pool runs this right after a student is trained). Returns the seconds it took and how many languages it
     measured (not read back)."""
     import torch
-    from kdcompress.console import stderr_console
 
     from kdcompress.bench import accuracy as acc
     from kdcompress.bench.run import bench_progress
+    from kdcompress.console import stderr_console
     from kdcompress.bench.runners import load_runner
     from kdcompress.data.tasks import get_task
 

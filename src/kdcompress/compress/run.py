@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-
 from kdcompress.compress.budget import Budget, gaps_to_teacher
 from kdcompress.compress.candidates import Candidate, cheapest_first, parse_candidates
 from kdcompress.compress.config import CompressConfig

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-
 from kdcompress.console import stderr_console
 from kdcompress.io import write_json_atomic
 from kdcompress.reuse import record_settings, settings_hash

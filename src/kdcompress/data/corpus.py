@@ -15,7 +15,6 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-
 from kdcompress.console import stderr_console
 from kdcompress.data.tasks import Task
 from kdcompress.errors import KDCompressError
@@ -74,7 +73,7 @@ def _built_corpus_text(path: Path, langs: list[str], max_sentences: int) -> list
                               "with `kdcompress corpus --langs` naming them")
     if missing:  # generic text does not exist for every language; say so rather than fail the run
         stderr_console().print(f"[yellow]note[/]: corpus {path} has no text for {', '.join(missing)}; "
-                                   "they get none from it")
+                               "they get none from it")
     per_lang = {lang: texts for lang, texts in per_lang.items() if texts}
     chosen: list[str] = []
     remaining, budget = sorted(per_lang, key=lambda lang: len(per_lang[lang])), max_sentences

@@ -174,8 +174,9 @@ def _quotas(available: dict[str, int], per_lang: int, total: int) -> dict[str, i
 
 
 def _progress(enabled: bool):
-    from kdcompress.console import stderr_console
     from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeElapsedColumn
+
+    from kdcompress.console import stderr_console
     from kdcompress.progress import Progress
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-
 from kdcompress.console import report_console, stderr_console
 from kdcompress.data.tasks import get_task, normalise_lang, resolve_languages
 from kdcompress.experiment.config import IMPORTABLE_TEACHERS, ExperimentConfig

