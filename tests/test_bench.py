@@ -480,7 +480,7 @@ def test_the_accuracy_cache_reuses_only_what_matches(sib_models, data_dir, tmp_p
     """A second bench reads every language back; other model bytes, another runner or other examples are measured."""
     import shutil
 
-    from kdcompress.bench.accuracy_cache import measure_into_cache
+    from kdcompress.bench.accuracy_cache import AccuracyCache, measure_into_cache
 
     cache = tmp_path / "cache"
     config = BenchConfig.from_dict(dict(FAST, batch_sizes=[1], real_lengths=False, memory=False, throughput=False))
@@ -488,6 +488,9 @@ def test_the_accuracy_cache_reuses_only_what_matches(sib_models, data_dir, tmp_p
     first = run_bench(config, models=dict(sib_models), out=tmp_path / "r1", **common).payload
     assert not any(row.get("reused") for model in first["accuracy"].values() for row in model["per_language"].values())
     assert first["settings"]["accuracy_cache"] == str(cache)
+    # each entry keeps the time its measurement took (experiment-status estimates from it what is left)
+    entries = AccuracyCache(cache).entries()
+    assert len(entries) == 2 * len(sib_models) and all(entry["seconds"] > 0 for entry in entries)
 
     # the same bytes in another folder (a copied model) hit; a changed weight file misses
     copied, changed = tmp_path / "copied", tmp_path / "changed"

@@ -74,8 +74,14 @@ def test_running_partly_done_done_and_changed_steps(tmp_path, tiny_classifier_di
     record_settings(students / "none-s1", settings["distill none-s1"])
     cache = tmp_path / "exp" / "accuracy-cache"
     cache.mkdir()
+    (students / "none-s1" / "distill.json").write_text(json.dumps({"wall_seconds": 540.0,
+                                                                    "earlier_invocations_seconds": 60.0}))
+    # 10 test examples in en and de, 20 in zh; none-s1 measured at 0.5 s an example, pretrain-s2 (zh) at 1 s
     for lang in ("en", "de"):
-        (cache / f"{lang}.json").write_text(json.dumps({"model_dir": str(students / "none-s1"), "lang": lang}))
+        (cache / f"{lang}.json").write_text(json.dumps({"model_dir": str(students / "none-s1"), "lang": lang,
+                                                        "result": {"n": 10}, "seconds": 5.0}))
+    (cache / "zh.json").write_text(json.dumps({"model_dir": str(students / "pretrain-s2"), "lang": "zh",
+                                               "result": {"n": 20}, "seconds": 20.0}))
     (cache / "damaged.json").write_text("{")
     # none-s2: a checkpoint at step 3 of 7; the general student: being written by a live process
     checkpoint = students / "none-s2.partial" / "checkpoints" / "student" / "latest"
@@ -91,10 +97,22 @@ def test_running_partly_done_done_and_changed_steps(tmp_path, tiny_classifier_di
     finally:
         holder.kill()
     console = Console(record=True, width=250)
-    print_status(found, console)
-    assert "1 done, 1 running, 1 partly done, 3 to run: a run is under way" in console.export_text()
+    print_status(found, console, workers=2)
+    printed = console.export_text()
+    assert "1 done, 1 running, 1 partly done, 3 to run: a run is under way" in printed
     rows = _states(found)
     assert rows["distill none-s1"] == ("done", "", "2/3")
+    # Time left, at the pace of what is done: none-s2 trains 4 more steps at 2 min a step (480 s), then 40 test
+    # examples at none-s1's 0.5 s (20 s); none-s1 has zh left (10 s); pretrain-s1 has no finished step of its kind
+    # (its training is not estimated), its 40 examples go at pretrain-s2's 1 s (40 s), and pretrain-s2's 20 (20 s)
+    left = {row.name: (row.seconds_left, row.not_estimated) for row in found}
+    assert left["distill none-s1"] == (10.0, ())
+    assert left["distill none-s2"] == (500.0, ())
+    assert left["distill pretrain-s1"] == (40.0, ("step",))
+    assert left["distill pretrain-s2"] == (20.0, ("step",))
+    assert left["benchmark"] == (0.0, ("step",))
+    assert ("about 10 min of one worker's time left, at the pace of the steps done so far (about 5 min with 2 "
+            "workers side by side); plus 4 steps with nothing of their kind done yet") in printed
     # 2 minutes a step so far, 4 steps to go
     assert rows["distill none-s2"] == ("partly done", "student: step 3/7, ~8 min left at its pace so far", "0/3")
     assert rows["distill general student (pretrain)"] == ("running", f"pid {holder.pid}", "")

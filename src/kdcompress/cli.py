@@ -176,7 +176,8 @@ def experiment_status_command(**values) -> None:
     from kdcompress.experiment import experiment_status
     from kdcompress.experiment.status import print_status
 
-    print_status(experiment_status(_experiment_settings(values)), report_console())
+    settings = _experiment_settings(values)
+    print_status(experiment_status(settings), report_console(), workers=settings.workers)
 
 
 @command("compress", [config_parameter("compress", help_text="TOML file with a [compress] table (and optional "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
@@ -83,14 +84,16 @@ def evaluate(runner: Runner, mapping: np.ndarray, examples_by_lang: Mapping[str,
             if on_batch:
                 on_batch(len(examples))
             continue
+        started = time.perf_counter()
         predicted = predict(runner, examples, mapping, batch_size=batch_size, on_batch=on_batch)
+        seconds = time.perf_counter() - started
         gold = np.array([ex.label for ex in examples])
         hits = predicted == gold
         results[lang] = {"accuracy": accuracy(predicted, gold), "correct": int(hits.sum()), "n": len(examples)}
         if sentence_hits:
             results[lang]["hits"] = hits.astype(int).tolist()
         if cache is not None:
-            cache.put(identity, results[lang], model=runner.path)
+            cache.put(identity, results[lang], model=runner.path, seconds=seconds)
     return results
 
 

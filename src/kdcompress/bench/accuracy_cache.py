@@ -86,22 +86,31 @@ class AccuracyCache:
             result.pop("hits", None)
         return result
 
+    def entries(self) -> list[dict]:
+        """Every readable entry ({"model_dir", "lang", "result", "identity"[, "seconds"]}), unreadable ones left out."""
+        found = []
+        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else ():
+            try:
+                entry = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(entry, dict) and isinstance(entry.get("model_dir"), str):
+                    found.append(entry)
+            except (OSError, ValueError):
+                continue  # measured again by the next run
+        return found
+
     def languages_by_model(self) -> Counter:
         """How many languages are stored for each model folder (as `put` names it), damaged entries left out."""
-        counts: Counter = Counter()
-        for entry in self.folder.glob("*.json") if self.folder.is_dir() else ():
-            try:
-                counts[json.loads(entry.read_text(encoding="utf-8"))["model_dir"]] += 1
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # measured again by the next run
-        return counts
+        return Counter(entry["model_dir"] for entry in self.entries())
 
-    def put(self, identity: dict, result: dict, *, model: str | Path) -> None:
-        """Stored with the model's folder and the identity, so that an entry can be read without its key."""
+    def put(self, identity: dict, result: dict, *, model: str | Path, seconds: float | None = None) -> None:
+        """Stored with the model's folder and the identity, so that an entry can be read without its key, and with
+        the seconds the measurement took (`experiment-status` estimates from them what is left)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{self.key(identity)}.json"
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         entry = {"model_dir": str(model), "lang": identity["lang"], "result": result, "identity": identity}
+        if seconds is not None:
+            entry["seconds"] = round(seconds, 4)
         tmp.write_text(json.dumps(entry), encoding="utf-8")
         os.replace(tmp, path)  # two processes measuring the same model write the same numbers: the last wins
 
