@@ -200,7 +200,8 @@ def time_left(rows: list[StepStatus], workers: int) -> str:
     if workers > 1:
         text += f" (about {_duration(known / workers) or '0 min'} with {workers} workers side by side)"
     if unknown["step"]:
-        text += f"; plus {_count(unknown['step'], 'step')} with nothing of their kind done yet " \
+        text += f"; plus {_count(unknown['step'], 'step')} with nothing of " \
+                f"{'its' if len(unknown['step']) == 1 else 'their'} kind done yet " \
                 f"({', '.join(unknown['step'])})"
     if unknown["test accuracy"]:
         text += f"; plus the test accuracy of {_count(unknown['test accuracy'], 'model')}, whose pace no " \
