@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import time
-from collections import Counter
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -97,10 +96,6 @@ class AccuracyCache:
             except (OSError, ValueError):
                 continue  # measured again by the next run
         return found
-
-    def languages_by_model(self) -> Counter:
-        """How many languages are stored for each model folder (as `put` names it), damaged entries left out."""
-        return Counter(entry["model_dir"] for entry in self.entries())
 
     def put(self, identity: dict, result: dict, *, model: str | Path, seconds: float | None = None) -> None:
         """Stored with the model's folder and the identity, so that an entry can be read without its key, and with

@@ -88,8 +88,8 @@ def experiment_status(config: ExperimentConfig | None = None, **overrides) -> li
     from kdcompress.experiment.run import accuracy_cache_dir, placed_steps
 
     cfg, placed = placed_steps(config, **overrides)
-    cache = AccuracyCache(accuracy_cache_dir(cfg, Path(cfg.out).expanduser()))
-    measured = cache.languages_by_model()
+    entries = AccuracyCache(accuracy_cache_dir(cfg, Path(cfg.out).expanduser())).entries()  # read once
+    measured = Counter(entry["model_dir"] for entry in entries)
     bench = next((settings for name, _, settings in placed if name == "benchmark"), None)
     models = set(bench["models"].values()) if bench else set()
     languages = 1 + len(bench["target_langs"]) if bench else 0
@@ -99,7 +99,7 @@ def experiment_status(config: ExperimentConfig | None = None, **overrides) -> li
         accuracy = f"{measured[str(place.folder)]}/{languages}" if str(place.folder) in models else ""
         rows.append(StepStatus(name, str(place.folder), state, progress, accuracy))
     langs = [bench["source_lang"], *bench["target_langs"]] if bench else []
-    return _with_estimates(rows, [place for _, place, _ in placed], models, langs, cache.entries())
+    return _with_estimates(rows, [place for _, place, _ in placed], models, langs, entries)
 
 
 def _kind(name: str) -> str:
