@@ -86,9 +86,54 @@ def _test_section(cache: Path, source: str, targets: list[str]) -> None:
             worst = f"{lang} ({100 * points:.1f})"
         print(f"| {row['group']} | {len(row['seeds'])} | {values('source')} | {values('target_average')} | "
               f"{gap} | {worst} |")
+    _per_model_table(accuracy, source)
+    _paired_table(complete, accuracy, targets)
     claims = assess_claims(summary, transfer_arms=tuple(r["group"] for r in summary.values()
                                                         if r["group"].startswith("transfer")))
     print("\n".join(render_claims(claims)).replace("on these numbers", "on these test numbers"))
+
+
+def _per_model_table(accuracy: dict[str, dict], source: str) -> None:
+    """Each model on its own (the seeds behind the means above)."""
+    teacher = accuracy.get("teacher")
+    print("\nEach model (%, two decimals); gap: teacher minus model.\n")
+    print("| model | English | target average | gap: target / English | worst target (gap) |")
+    print("|---|---|---|---|---|")
+    for name in sorted(accuracy, key=lambda name: (_table_position(name.rsplit("-s", 1)[0]), name)):
+        row = accuracy[name]
+        gap = worst = "–"
+        if teacher and name != "teacher":
+            gap = (f"{100 * (teacher['target_average'] - row['target_average']):.2f} / "
+                   f"{100 * (teacher['source'] - row['source']):.2f}")
+            lang = max(row["targets"], key=lambda lang: teacher["targets"][lang] - row["targets"][lang])
+            worst = f"{lang} ({100 * (teacher['targets'][lang] - row['targets'][lang]):.2f})"
+        print(f"| {name} | {100 * row['source']:.2f} | {100 * row['target_average']:.2f} | {gap} | {worst} |")
+
+
+# The comparisons the paper's claims 1 and 2 make, one seed at a time
+_PAIRS = (("pretrain", "finetune"), ("finetune", "none"))
+
+
+def _paired_table(complete: dict[str, dict], accuracy: dict[str, dict], targets: list[str]) -> None:
+    """A minus B of the same seed: target average, English, and the target languages A leads in, level in, and the
+    range of its per-language lead in test pairs (correct answers), which a tie or a near-tie cannot hide."""
+    rows = []
+    for first, second in _PAIRS:
+        seeds = sorted({int(name.rsplit("-s", 1)[1]) for name in complete if name.startswith(f"{first}-s")}
+                       & {int(name.rsplit("-s", 1)[1]) for name in complete if name.startswith(f"{second}-s")})
+        for seed in seeds:
+            a, b = f"{first}-s{seed}", f"{second}-s{seed}"
+            leads = [complete[a][lang]["correct"] - complete[b][lang]["correct"] for lang in targets]
+            ahead, level = sum(lead > 0 for lead in leads), sum(lead == 0 for lead in leads)
+            rows.append(f"| `{first}` - `{second}` | {seed} | "
+                        f"{100 * (accuracy[a]['target_average'] - accuracy[b]['target_average']):+.2f} | "
+                        f"{100 * (accuracy[a]['source'] - accuracy[b]['source']):+.2f} | {ahead}/{len(targets)}"
+                        f"{f' ({level} level)' if level else ''} | {min(leads):+d} to {max(leads):+d} |")
+    if rows:
+        print("\nPaired by seed (points; leads in test pairs of one language).\n")
+        print("| comparison | seed | target average | English | targets ahead | lead per target language |")
+        print("|---|---|---|---|---|---|")
+        print("\n".join(rows))
 
 
 def _table_position(group: str) -> tuple[int, str]:
