@@ -86,14 +86,14 @@ def _test_section(cache: Path, source: str, targets: list[str]) -> None:
             worst = f"{lang} ({100 * points:.1f})"
         print(f"| {row['group']} | {len(row['seeds'])} | {values('source')} | {values('target_average')} | "
               f"{gap} | {worst} |")
-    _per_model_table(accuracy, source)
+    _per_model_table(accuracy)
     _paired_table(complete, accuracy, targets)
     claims = assess_claims(summary, transfer_arms=tuple(r["group"] for r in summary.values()
                                                         if r["group"].startswith("transfer")))
     print("\n".join(render_claims(claims)).replace("on these numbers", "on these test numbers"))
 
 
-def _per_model_table(accuracy: dict[str, dict], source: str) -> None:
+def _per_model_table(accuracy: dict[str, dict]) -> None:
     """Each model on its own (the seeds behind the means above)."""
     teacher = accuracy.get("teacher")
     print("\nEach model (%, two decimals); gap: teacher minus model.\n")
