@@ -117,11 +117,12 @@ _PAIRS = (("pretrain", "finetune"), ("finetune", "none"))
 def _paired_table(complete: dict[str, dict], accuracy: dict[str, dict], targets: list[str]) -> None:
     """A minus B of the same seed: target average, English, and the target languages A leads in, level in, and the
     range of its per-language lead in test pairs (correct answers), which a tie or a near-tie cannot hide."""
+    def seeds_of(arm: str) -> set[int]:
+        return {int(name.rsplit("-s", 1)[1]) for name in complete if name.startswith(f"{arm}-s")}
+
     rows = []
     for first, second in _PAIRS:
-        seeds = sorted({int(name.rsplit("-s", 1)[1]) for name in complete if name.startswith(f"{first}-s")}
-                       & {int(name.rsplit("-s", 1)[1]) for name in complete if name.startswith(f"{second}-s")})
-        for seed in seeds:
+        for seed in sorted(seeds_of(first) & seeds_of(second)):
             a, b = f"{first}-s{seed}", f"{second}-s{seed}"
             leads = [complete[a][lang]["correct"] - complete[b][lang]["correct"] for lang in targets]
             ahead, level = sum(lead > 0 for lead in leads), sum(lead == 0 for lead in leads)
