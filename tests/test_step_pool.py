@@ -126,6 +126,10 @@ STEPPING = textwrap.dedent("""
         with open(log, "a") as handle:
             handle.write(f"stopped {number}\\n")
         stopping.check()
+
+    def quick(number, log):
+        with open(log, "a") as handle:
+            handle.write(f"quick {number}\\n")
 """)
 
 
@@ -149,3 +153,43 @@ def test_a_stopped_pool_starts_none_of_its_queued_steps(tmp_path):
         parent.kill()
     assert parent.returncode != 0 and "Stopped: SIGTERM" in stderr, stderr
     assert sorted(log.read_text().splitlines()) == ["started 0", "started 1", "stopped 0", "stopped 1"]
+
+
+ONE_IDLE_PARENT = textwrap.dedent("""
+    from stepping import quick, step
+    from kdcompress import stopping
+    from kdcompress.experiment.step_pool import StepPool
+
+    with stopping.stop_signals(), StepPool(2) as pool:
+        training = pool.call("step 0", step, {"number": 0, "log": "steps.log"})
+        pool.call("quick 1", quick, {"number": 1, "log": "steps.log"}).result()
+        training.result()
+""")
+
+
+def test_a_stopped_pool_ends_while_one_worker_waits_for_a_step(tmp_path):
+    """SIGTERM to the parent while one worker trains and the other, its step done, waits: the training step stops at
+    its safe point and the parent ends at the first request (the waiting worker died of the parent's SIGTERM while
+    holding the executor's queue lock, and the parent waited for the other worker until a second SIGTERM)."""
+    (tmp_path / "stepping.py").write_text(STEPPING)
+    path = f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    parent = subprocess.Popen([sys.executable, "-c", ONE_IDLE_PARENT], cwd=tmp_path, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": path})
+    log = tmp_path / "steps.log"
+    try:
+        deadline = time.monotonic() + 120
+        while not log.exists() or sorted(log.read_text().splitlines()) != ["quick 1", "started 0"]:
+            assert parent.poll() is None, parent.stderr.read()
+            assert time.monotonic() < deadline, "the steps never ran"
+            time.sleep(0.05)
+        time.sleep(0.5)  # the quick step's worker back to waiting for its next call
+        workers = psutil.Process(parent.pid).children()
+        assert len(workers) >= 2, workers  # both workers (and perhaps multiprocessing's resource tracker)
+        os.kill(parent.pid, signal.SIGTERM)
+        _, stderr = parent.communicate(timeout=60)  # raises subprocess.TimeoutExpired where the parent waits on
+    finally:
+        parent.kill()
+    assert parent.returncode != 0 and "Stopped: SIGTERM" in stderr, stderr
+    assert sorted(log.read_text().splitlines()) == ["quick 1", "started 0", "stopped 0"]
+    psutil.wait_procs(workers, timeout=30)
+    assert not any(worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in workers)

@@ -67,14 +67,25 @@ _parent_pid = 0
 _stopped_by: int | None = None  # the signal that stopped a step of this worker: it runs nothing more
 
 
+def _on_stop_between_steps(signum: int, _frame) -> None:
+    """SIGTERM to a worker waiting for its next step. The parent's stop must not end it: a waiting worker holds the
+    executor's call-queue lock, and dying with it left the other worker (its training step stopped, its checkpoint
+    saved) unable to read the executor's farewell, and the experiment waiting for both until a second SIGTERM. The
+    executor ends a waiting worker itself when the pool shuts down; only the parent's death (prctl, above) ends it
+    here, since then nobody reads the queue."""
+    if os.getppid() != _parent_pid:
+        os._exit(128 + signum)
+
+
 def _start_worker(threads: int, parent: int) -> None:
     global _parent_pid
     _parent_pid = parent
     _die_with_parent(parent)
     # While a step runs, the parent's death (above), the parent's stop and a Ctrl-C are stop requests: a training
-    # step ends at its next optimizer step with a checkpoint (kdcompress.stopping, in `_labelled_call`). An idle
-    # worker has nothing to save: SIGTERM ends it at once, and Ctrl-C reaches it through the parent's stop.
+    # step ends at its next optimizer step with a checkpoint (kdcompress.stopping, in `_labelled_call`). Between
+    # steps, see `_on_stop_between_steps`; Ctrl-C reaches a worker through the parent's stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_stop_between_steps)
     label_worker_output()
     import torch
 
