@@ -1,6 +1,6 @@
 import pytest
 
-from kdcompress.experiment.report import render_claims
+from kdcompress.experiment.report import _fastest_line, render_claims
 from kdcompress.experiment.summary import ModelRef, aggregate, assess_claims, compare_rows
 
 
@@ -189,3 +189,30 @@ def test_the_claims_section_says_leads_and_ties(leads, ties, text):
           "source_diff": -0.002, "languages_better": leads, "languages_tied": ties, "languages": 31}
     (_, _, _, head, line) = render_claims([{"claim": "c", "verdict": "contradicted", "evidence": ev}])
     assert head == "- **c**: contradicted." and text in line
+
+
+def _timed_model(layers: int, parameters: int, fmt: str = "pytorch") -> dict:
+    return {"format": fmt, "precision": "fp32", "quantization": "none", "model_type": "bert", "layers": layers,
+            "hidden_size": 384, "parameters": parameters, "intra_op_threads": 2}
+
+
+def test_the_fastest_line_names_every_model_of_the_fastest_ones_computation():
+    """Students of one shape run the same computation: the fastest of them is so by noise, so the line names them all,
+    their range, and the most accurate of them (the one to use); a model of another shape stands alone."""
+    bench = {
+        "models": {"teacher": _timed_model(12, 117_000_000), "none-s1": _timed_model(6, 107_000_000),
+                   "transfer-s1": _timed_model(6, 107_000_000), "narrow-s1": _timed_model(6, 90_000_000)},
+        "headline": {"teacher": {"median_ms": 20.0, "target_average": 0.63},
+                     "none-s1": {"median_ms": 10.3, "target_average": 0.55},
+                     "transfer-s1": {"median_ms": 10.6, "target_average": 0.62},
+                     "narrow-s1": {"median_ms": 10.8, "target_average": 0.50}},
+    }
+    (line,) = [text for text in _fastest_line(bench, "b1×real") if text]
+    assert line.startswith("Fastest model and runtime at b1×real: 2 models of one shape, format and runtime, "
+                           "10.3-10.6 ms median (`none-s1`, `transfer-s1`: the same computation")
+    assert "1.9x faster than the fp32 teacher" in line and "narrow-s1" not in line
+    assert line.endswith("The most accurate of them on the target average: `transfer-s1` (62.0).")
+
+    bench["headline"]["transfer-s1"]["median_ms"] = None  # not timed: the fastest stands alone
+    assert _fastest_line(bench, "b1×real")[1] == ("Fastest model and runtime at b1×real: `none-s1`, 10.3 ms median, "
+                                                  "1.9x faster than the fp32 teacher.")

@@ -78,15 +78,53 @@ class ExperimentOutcome:
         return f"kdcompress experiment --config {shlex.quote(self.cfg.config_path or 'CONFIG.toml')}"
 
 
+# What decides a model's latency at one cell: models alike in all of these run the same computation, so the
+# differences between their medians are timing noise (an experiment's students of one shape, its seeds).
+SAME_COMPUTATION = ("format", "runtime", "precision", "quantization", "quantization_scheme", "optimized",
+                    "model_type", "layers", "hidden_size", "parameters", "intra_op_threads")
+
+
+def _computation(model: dict) -> tuple | None:
+    """The key of the models that run `model`'s computation; None where its shape is not recorded (the parameter
+    count, which tells a narrower feed-forward apart, is recorded for PyTorch models only)."""
+    if any(model.get(field) is None for field in ("layers", "hidden_size", "parameters")):
+        return None
+    return tuple(model.get(field) for field in SAME_COMPUTATION)
+
+
+def _span(low: float, high: float) -> str:
+    """`low-high` to one decimal, or one number where both round alike."""
+    low_text, high_text = f"{low:.1f}", f"{high:.1f}"
+    return low_text if low_text == high_text else f"{low_text}-{high_text}"
+
+
 def _fastest_line(bench: dict, cell: str) -> list[str]:
-    """Which benchmarked model (and runtime) answers fastest at the headline cell, against the teacher."""
-    timed = {name: row["median_ms"] for name, row in bench.get("headline", {}).items() if row.get("median_ms")}
+    """Which benchmarked model (and runtime) answers fastest at the headline cell, against the teacher. Where other
+    models run the same computation, the line names them all (one of them was fastest by noise alone) and the most
+    accurate of them, the one to use: the report had crowned `none-s1`, 0.2 ms ahead of three students of its shape."""
+    headline = bench.get("headline", {})
+    timed = {name: row["median_ms"] for name, row in headline.items() if row.get("median_ms")}
     if not timed:
         return []
     name = min(timed, key=timed.get)
     teacher = timed.get("teacher")
-    versus = f", {teacher / timed[name]:.1f}x faster than the fp32 teacher" if teacher else ""
-    return ["", f"Fastest model and runtime at {cell}: `{name}`, {timed[name]:.1f} ms median{versus}."]
+    models = bench.get("models", {})
+    key = _computation(models.get(name, {}))
+    alike = sorted((other for other in timed if key is not None and _computation(models.get(other, {})) == key),
+                   key=timed.get)
+    if len(alike) < 2:
+        versus = f", {teacher / timed[name]:.1f}x faster than the fp32 teacher" if teacher else ""
+        return ["", f"Fastest model and runtime at {cell}: `{name}`, {timed[name]:.1f} ms median{versus}."]
+    fastest, slowest = timed[alike[0]], timed[alike[-1]]
+    versus = f", {_span(teacher / slowest, teacher / fastest)}x faster than the fp32 teacher" if teacher else ""
+    scored = [other for other in alike if headline[other].get("target_average") is not None]
+    best = max(scored, key=lambda other: headline[other]["target_average"]) if scored else None
+    use = (f" The most accurate of them on the target average: `{best}` "
+           f"({100 * headline[best]['target_average']:.1f}).") if best else ""
+    names = ", ".join(f"`{other}`" for other in alike)
+    return ["", f"Fastest model and runtime at {cell}: {len(alike)} models of one shape, format and runtime, "
+                f"{_span(fastest, slowest)} ms median ({names}: the same computation, so the differences among them "
+                f"are timing noise){versus}.{use}"]
 
 
 def _left_out(seeds: list | None) -> str:
