@@ -191,8 +191,8 @@ def test_the_claims_section_says_leads_and_ties(leads, ties, text):
     assert head == "- **c**: contradicted." and text in line
 
 
-def _timed_model(layers: int, parameters: int, fmt: str = "pytorch") -> dict:
-    return {"format": fmt, "precision": "fp32", "quantization": "none", "model_type": "bert", "layers": layers,
+def _timed_model(layers: int, parameters: int) -> dict:
+    return {"format": "pytorch", "precision": "fp32", "quantization": "none", "model_type": "bert", "layers": layers,
             "hidden_size": 384, "parameters": parameters, "intra_op_threads": 2}
 
 
