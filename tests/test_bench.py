@@ -13,7 +13,7 @@ from kdcompress.bench import accuracy as acc
 from kdcompress.bench.latency import REAL, Cell, make_cells, summarize, text_batches
 from kdcompress.bench.config import BenchConfig
 from kdcompress.bench.model_specs import parse_model_specs
-from kdcompress.bench.run import BenchResult, pareto_front, run_bench
+from kdcompress.bench.run import BenchResult, _headline, pareto_front, run_bench
 from kdcompress.data.tasks import SIB_LABELS, XNLI_LABELS, Example, get_task
 from kdcompress.errors import KDCompressError
 
@@ -58,6 +58,31 @@ def test_pareto_front():
     points = {"teacher": (10.0, 0.80), "student": (2.0, 0.75), "int8": (1.0, 0.74), "bad": (3.0, 0.70),
               "tie": (2.0, 0.75)}
     assert pareto_front(points) == {"teacher", "student", "int8", "tie"}
+
+
+def _shape(layers: int, parameters: int) -> dict:
+    return {"format": "pytorch", "precision": "fp32", "quantization": "none", "model_type": "bert", "layers": layers,
+            "hidden_size": 384, "parameters": parameters, "intra_op_threads": 2}
+
+
+def test_models_of_one_computation_share_their_latency_on_the_pareto_front():
+    """Three students of one shape (timed 10.3, 10.5, 10.6 ms by noise): only the most accurate of them is on the
+    front, not the one noise made fastest; a smaller student and the teacher keep their own latency."""
+    timings = {"teacher": 20.0, "none": 10.3, "transfer": 10.5, "pretrain": 10.6, "small": 6.0}
+    scores = {name: {"target_average": a, "source": a}
+              for name, a in {"teacher": 0.63, "none": 0.55, "transfer": 0.62, "pretrain": 0.58, "small": 0.50}.items()}
+    latency = [{"model": name, "batch_size": 1, "seq_len": REAL, "speedup": 20.0 / ms, "end_to_end": {"median_ms": ms},
+                "model_only": {"median_ms": ms, "p90_ms": ms, "p99_ms": ms, "mean_ms": ms,
+                               "throughput_per_s": 1e3 / ms}}
+               for name, ms in timings.items()]
+    models = {"teacher": _shape(12, 117), "small": _shape(4, 90),
+              **{name: _shape(6, 107) for name in ("none", "transfer", "pretrain")}}
+    head = {"batch_size": 1, "seq_len": REAL}
+    headline = _headline(latency, scores, head, models)
+    assert {name for name, row in headline.items() if row["pareto"]} == {"teacher", "transfer", "small"}
+    assert headline["none"]["median_ms"] == 10.3  # the reported latency stays each model's own
+    unknown = _headline(latency, scores, head, {})  # shapes not recorded: each model on its own
+    assert {name for name, row in unknown.items() if row["pareto"]} == {"teacher", "none", "transfer", "small"}
 
 
 def test_sample_examples_is_seeded_spread_and_parallel():

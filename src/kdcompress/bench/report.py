@@ -206,7 +206,7 @@ def render_markdown(result: dict) -> str:
         "sentences to exactly L tokens, real-length cells use them with dynamic padding (max "
         + (f"{settings['max_length']} tokens)" if settings["max_length"] else "each model's training length)"),
         f"- Headline latency: {headline_label(settings)}, median, model only; Pareto front (latency vs target "
-        f"average): {front}",
+        f"average; models that run the same computation share their median latency): {front}",
         f"- Accuracy: languages {settings['source_lang']} (source) + {len(settings['target_langs'])} targets, "
         f"{limit_text} examples per language; baseline: {settings['baseline']}",
         "- Memory: peak RSS of a fresh process that loads the model and runs one "

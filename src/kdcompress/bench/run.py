@@ -20,6 +20,7 @@ import numpy as np
 
 from kdcompress.bench import accuracy as acc
 from kdcompress.bench import memory as memory_probe
+from kdcompress.bench import same_computation
 from kdcompress.bench.accuracy_cache import AccuracyCache
 from kdcompress.bench.config import BenchConfig
 from kdcompress.bench.model_specs import expand_runtimes
@@ -255,8 +256,11 @@ def _measure_latency(runners: Mapping[str, Runner], pool: Sequence[tuple[str, st
     return latency
 
 
-def _headline(latency: Sequence[dict], accuracy: Mapping[str, dict], head: dict) -> dict[str, dict]:
-    """Per model: the headline cell's latency, its accuracy, and whether it is on the Pareto front."""
+def _headline(latency: Sequence[dict], accuracy: Mapping[str, dict], head: dict,
+              models: Mapping[str, dict]) -> dict[str, dict]:
+    """Per model: the headline cell's latency, its accuracy, and whether it is on the Pareto front (where models
+    run the same computation, they share their median latency: the most accurate of them is on it, not the one
+    that noise made fastest)."""
     headline = {}
     for entry in latency:
         if entry["batch_size"] == head["batch_size"] and entry["seq_len"] == head["seq_len"]:
@@ -268,8 +272,9 @@ def _headline(latency: Sequence[dict], accuracy: Mapping[str, dict], head: dict)
                 "throughput_per_s": timing["throughput_per_s"], "speedup": entry["speedup"],
                 "target_average": model_acc["target_average"], "source": model_acc["source"],
             }
-    front = pareto_front({n: (h["median_ms"], h["target_average"]) for n, h in headline.items()
-                          if h["target_average"] is not None})
+    scored = {n: h["median_ms"] for n, h in headline.items() if h["target_average"] is not None}
+    ranked = same_computation.shared_latency(scored, models)
+    front = pareto_front({n: (ranked[n], headline[n]["target_average"]) for n in scored})
     for name in headline:
         headline[name]["pareto"] = name in front
     return headline
@@ -346,7 +351,7 @@ def run_bench(config: BenchConfig | None = None, *, console=None, **overrides: A
 
     # --- report ----------------------------------------------------------------------------
     settings = _settings_record(plan, task, "set by --threads" if cfg.threads else "physical cores")
-    headline = _headline(latency, accuracy, settings["headline"])
+    headline = _headline(latency, accuracy, settings["headline"], model_info)
     if not any("busy" in warning for warning in warnings):
         warnings += [w for w in busy_machine_warnings(plan.threads, when="ended") if "busy" in w]
     from kdcompress import __version__

@@ -9,6 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from kdcompress.bench import same_computation
 from kdcompress.experiment.arms import arm_rows, corpus_size_curves, plot_corpus_size_curves, render_arms
 from kdcompress.experiment.compute import render_costs, step_costs
 from kdcompress.experiment.loss_curves import plot_losses, render_losses, training_losses
@@ -78,20 +79,6 @@ class ExperimentOutcome:
         return f"kdcompress experiment --config {shlex.quote(self.cfg.config_path or 'CONFIG.toml')}"
 
 
-# What decides a model's latency at one cell: models alike in all of these run the same computation, so the
-# differences between their medians are timing noise (an experiment's students of one shape, its seeds).
-SAME_COMPUTATION = ("format", "runtime", "precision", "quantization", "quantization_scheme", "optimized",
-                    "model_type", "layers", "hidden_size", "parameters", "intra_op_threads")
-
-
-def _computation(model: dict) -> tuple | None:
-    """The key of the models that run `model`'s computation; None where its shape is not recorded (the parameter
-    count, which tells a narrower feed-forward apart, is recorded for PyTorch models only)."""
-    if any(model.get(field) is None for field in ("layers", "hidden_size", "parameters")):
-        return None
-    return tuple(model.get(field) for field in SAME_COMPUTATION)
-
-
 def _span(low: float, high: float) -> str:
     """`low-high` to one decimal, or one number where both round alike."""
     low_text, high_text = f"{low:.1f}", f"{high:.1f}"
@@ -100,18 +87,15 @@ def _span(low: float, high: float) -> str:
 
 def _fastest_line(bench: dict, cell: str) -> list[str]:
     """Which benchmarked model (and runtime) answers fastest at the headline cell, against the teacher. Where other
-    models run the same computation, the line names them all (one of them was fastest by noise alone) and the most
-    accurate of them, the one to use: the report had crowned `none-s1`, 0.2 ms ahead of three students of its shape."""
+    models run the same computation (bench.same_computation), the line names them all, since one of them was fastest
+    by noise alone, and the most accurate of them: the one to use."""
     headline = bench.get("headline", {})
     timed = {name: row["median_ms"] for name, row in headline.items() if row.get("median_ms")}
     if not timed:
         return []
     name = min(timed, key=timed.get)
     teacher = timed.get("teacher")
-    models = bench.get("models", {})
-    key = _computation(models.get(name, {}))
-    alike = sorted((other for other in timed if key is not None and _computation(models.get(other, {})) == key),
-                   key=timed.get)
+    alike = sorted(same_computation.alike(name, timed, bench.get("models", {})), key=timed.get)
     if len(alike) < 2:
         versus = f", {teacher / timed[name]:.1f}x faster than the fp32 teacher" if teacher else ""
         return ["", f"Fastest model and runtime at {cell}: `{name}`, {timed[name]:.1f} ms median{versus}."]

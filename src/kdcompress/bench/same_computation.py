@@ -1,0 +1,38 @@
+"""Which benchmarked models run the same computation: the same format, runtime, precision and shape.
+
+The students of one experiment's arms and seeds share a shape, so their latency differences are timing noise: a
+report that ranks them by it crowned a model (`none-s1`, 0.2 ms ahead of three students of its shape on the XNLI
+study) that was neither faster nor as accurate as the others.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Mapping
+
+# Models alike in all of these run the same computation at a given cell.
+SAME_COMPUTATION = ("format", "runtime", "precision", "quantization", "quantization_scheme", "optimized",
+                    "model_type", "layers", "hidden_size", "parameters", "intra_op_threads")
+
+
+def computation_key(model: Mapping) -> tuple | None:
+    """The key shared by the models that run `model`'s computation; None where its shape is not recorded (the
+    parameter count, which tells a narrower feed-forward apart, is recorded for PyTorch models only)."""
+    if any(model.get(field) is None for field in ("layers", "hidden_size", "parameters")):
+        return None
+    return tuple(model.get(field) for field in SAME_COMPUTATION)
+
+
+def alike(name: str, candidates, models: Mapping[str, Mapping]) -> list[str]:
+    """The names among `candidates` that run `name`'s computation, `name` included ([name] where unknown)."""
+    key = computation_key(models.get(name, {}))
+    if key is None:
+        return [name]
+    return [other for other in candidates if other == name or computation_key(models.get(other, {})) == key]
+
+
+def shared_latency(latency_ms: Mapping[str, float], models: Mapping[str, Mapping]) -> dict[str, float]:
+    """Each model's latency for ranking: the median over the models that run its computation (its own where none
+    other does), so that noise does not order models that cannot differ in speed."""
+    return {name: statistics.median(latency_ms[other] for other in alike(name, latency_ms, models))
+            for name in latency_ms}
