@@ -14,6 +14,7 @@ from kdcompress.bench.latency import REAL, Cell, make_cells, summarize, text_bat
 from kdcompress.bench.config import BenchConfig
 from kdcompress.bench.model_specs import parse_model_specs
 from kdcompress.bench.run import BenchResult, _headline, pareto_front, run_bench
+from kdcompress.bench.same_computation import alike, computation_key
 from kdcompress.data.tasks import SIB_LABELS, XNLI_LABELS, Example, get_task
 from kdcompress.errors import KDCompressError
 
@@ -83,6 +84,18 @@ def test_models_of_one_computation_share_their_latency_on_the_pareto_front():
     assert headline["none"]["median_ms"] == 10.3  # the reported latency stays each model's own
     unknown = _headline(latency, scores, head, {})  # shapes not recorded: each model on its own
     assert {name for name, row in unknown.items() if row["pareto"]} == {"teacher", "none", "transfer", "small"}
+
+
+def test_exported_forms_of_one_shape_and_quantization_run_the_same_computation():
+    """Exports record no parameter count: their feed-forward width stands in for it. Another quantization scheme
+    or an unrecorded shape is a computation of its own."""
+    int8 = {"format": "onnx", "runtime": "onnxruntime", "precision": "int8", "quantization": "int8",
+            "quantization_scheme": "dynamic u8s8", "model_type": "bert", "layers": 6, "hidden_size": 384,
+            "intermediate_size": 1536, "vocab_size": 250037, "intra_op_threads": 2}
+    models = {"a-int8": int8, "b-int8": dict(int8), "a-static": {**int8, "quantization_scheme": "static QDQ"},
+              "unrecorded": {**int8, "intermediate_size": None}}
+    assert alike("a-int8", models, models) == ["a-int8", "b-int8"]
+    assert alike("a-static", models, models) == ["a-static"] and alike("unrecorded", models, models) == ["unrecorded"]
 
 
 def test_sample_examples_is_seeded_spread_and_parallel():
@@ -319,6 +332,10 @@ def test_bench_writes_a_well_formed_report(sib_models, data_dir, tmp_path):
     assert saved["accuracy"]["onnx"]["per_language"] == saved["accuracy"]["pt"]["per_language"]
     assert saved["accuracy"]["onnx"]["delta_vs_baseline"]["target_average"] == 0
     assert saved["headline"]["pt"]["speedup"] == 1.0
+    # the export records its shape as the PyTorch model does, and its own format: a computation of its own
+    pt, onnx = saved["models"]["pt"], saved["models"]["onnx"]
+    assert onnx["intermediate_size"] == pt["intermediate_size"] > 0 and onnx["layers"] == pt["layers"]
+    assert None not in (computation_key(pt), computation_key(onnx)) and computation_key(pt) != computation_key(onnx)
     for entry in saved["latency"]:
         assert entry["model_only"]["samples"] >= 2 and entry["end_to_end"]["median_ms"] > 0
     markdown = (out / "bench.md").read_text()

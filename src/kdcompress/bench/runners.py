@@ -128,6 +128,8 @@ class Runner(abc.ABC):
             "model_type": self.config.get("model_type"),
             "layers": self.config.get("num_hidden_layers") or self.config.get("n_layers"),
             "hidden_size": self.config.get("hidden_size") or self.config.get("dim"),
+            "intermediate_size": self.config.get("intermediate_size") or self.config.get("hidden_dim"),
+            "vocab_size": self.config.get("vocab_size"),
             "labels": list(self.labels),
             "max_length": self.max_length,
             "max_positions": self.max_positions,

@@ -11,14 +11,18 @@ import statistics
 from typing import Mapping
 
 # Models alike in all of these run the same computation at a given cell.
-SAME_COMPUTATION = ("format", "runtime", "precision", "quantization", "quantization_scheme", "optimized",
-                    "model_type", "layers", "hidden_size", "parameters", "intra_op_threads")
+SAME_COMPUTATION = ("format", "runtime", "exported_for", "precision", "inference_precision", "quantization",
+                    "quantization_scheme", "int8_control", "optimized", "model_type", "layers", "hidden_size",
+                    "intermediate_size", "vocab_size", "parameters", "intra_op_threads")
 
 
 def computation_key(model: Mapping) -> tuple | None:
-    """The key shared by the models that run `model`'s computation; None where its shape is not recorded (the
-    parameter count, which tells a narrower feed-forward apart, is recorded for PyTorch models only)."""
-    if any(model.get(field) is None for field in ("layers", "hidden_size", "parameters")):
+    """What `model` computes, to compare with others' by ==; None where its shape is not recorded: its layers,
+    width, and its feed-forward width or parameter count (reports written before the feed-forward width was
+    recorded have the parameter count of PyTorch models only)."""
+    if model.get("layers") is None or model.get("hidden_size") is None:
+        return None
+    if model.get("intermediate_size") is None and model.get("parameters") is None:
         return None
     return tuple(model.get(field) for field in SAME_COMPUTATION)
 
