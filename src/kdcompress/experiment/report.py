@@ -96,11 +96,10 @@ def _fastest_line(bench: dict, cell: str) -> list[str]:
     name = min(timed, key=timed.get)
     teacher = timed.get("teacher")
     alike = sorted(same_computation.alike(name, timed, bench.get("models", {})), key=timed.get)
-    if len(alike) < 2:
-        versus = f", {teacher / timed[name]:.1f}x faster than the fp32 teacher" if teacher else ""
-        return ["", f"Fastest model and runtime at {cell}: `{name}`, {timed[name]:.1f} ms median{versus}."]
     fastest, slowest = timed[alike[0]], timed[alike[-1]]
     versus = f", {_span(teacher / slowest, teacher / fastest)}x faster than the fp32 teacher" if teacher else ""
+    if len(alike) < 2:
+        return ["", f"Fastest model and runtime at {cell}: `{name}`, {fastest:.1f} ms median{versus}."]
     scored = [other for other in alike if headline[other].get("target_average") is not None]
     best = max(scored, key=lambda other: headline[other]["target_average"]) if scored else None
     use = (f" The most accurate of them on the target average: `{best}` "
